@@ -1,0 +1,291 @@
+"""Map tasks, run on a worker: read a shard, run the job's mapper, combine, partition, write runs.
+
+Each map attempt writes its outputs into its own directory (see ``paths.map_attempt_dir``): for
+each partition one or more run files sorted by key (more than one when the task spilled or read a
+large gzip file in pieces). The coordinator uses only the outputs of the attempt it commits.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mapred import paths
+from mapred.job import Job, MapContext
+from mapred.partition import partition_of, to_key, write_plain_run
+
+BATCH = 16384  # pairs per scan() call: the span arrays stay in L2
+GZIP_PIECE = 64 << 20  # decompressed bytes per numba buffer for gzip input
+PLAIN_SPILL_ITEMS = 2_000_000  # pairs held before the plain tier spills a run
+
+
+class UserCodeError(Exception):
+    """User code raised; carries the formatted user traceback."""
+
+    def __init__(self, message: str, detail: str) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    task: str
+    attempt: str
+    path: str  # file to read on this host
+    rel: str  # corpus-relative name, shown to users and jobs
+    start: int
+    end: int
+    gzip: bool
+
+
+@dataclass
+class MapResult:
+    outputs: dict[int, list[str]] = field(default_factory=dict)  # partition -> run files
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Outputs:
+    """Collects run files of one attempt, numbering them per partition."""
+
+    directory: Path
+    result: MapResult
+
+    def path(self, partition: int) -> Path:
+        runs = self.result.outputs.setdefault(partition, [])
+        p = paths.map_run_file(self.directory, partition, len(runs))
+        runs.append(str(p))
+        return p
+
+    def add(self, name: str, amount: int) -> None:
+        self.result.counters[name] = self.result.counters.get(name, 0) + amount
+
+
+Progress = Callable[[int], None]
+
+
+def run_map(
+    job: Job, spec: MapSpec, out_dir: Path, nparts: int, seed: int, progress: Progress
+) -> MapResult:
+    """Run one map attempt; write its runs under ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outs = _Outputs(out_dir, MapResult())
+    for key in ("bytes_in", "records", "pairs", "keys", "bytes_out"):
+        outs.add(key, 0)
+    if job.tier == "numba":
+        _map_numba(job, spec, outs, nparts, seed, progress)
+    else:
+        _map_plain(job, spec, outs, nparts, seed, progress)
+    for runs in outs.result.outputs.values():
+        for p in runs:
+            outs.add("bytes_out", Path(p).stat().st_size)
+    return outs.result
+
+
+# --- numba tier -----------------------------------------------------------------------------
+
+
+def _numba_buffers(spec: MapSpec) -> Iterator[Any]:
+    import numpy as np
+
+    if spec.gzip:
+        yield from _gzip_pieces(spec.path)
+        return
+    if spec.end > spec.start:
+        yield np.memmap(spec.path, dtype=np.uint8, mode="r", offset=spec.start,
+                        shape=(spec.end - spec.start,))
+
+
+def _gzip_pieces(path: str) -> Iterator[Any]:
+    """Decompressed pieces of a gzip file, each ending at a record boundary."""
+    import numpy as np
+
+    carry = b""
+    with gzip.open(path, "rb") as f:
+        while True:
+            block = f.read(GZIP_PIECE)
+            if not block:
+                break
+            data = carry + block
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                carry = data
+                continue
+            carry = data[cut:]
+            yield np.frombuffer(data[:cut], dtype=np.uint8)
+    if carry:
+        yield np.frombuffer(carry, dtype=np.uint8)
+
+
+def _map_numba(
+    job: Job, spec: MapSpec, outs: _Outputs, nparts: int, seed: int, progress: Progress
+) -> None:
+    import numpy as np
+
+    from mapred import kernels
+
+    agg = kernels.AGG_BY_NAME[job.aggregate]
+    starts = np.empty(BATCH, np.int64)
+    ends = np.empty(BATCH, np.int64)
+    values = np.empty(BATCH, np.int64)
+    for buf in _numba_buffers(spec):
+        n = len(buf)
+        table = kernels.KeyTable(buf, agg)
+        pos = 0
+        while pos < n:
+            k, new = _call_scan(job, buf, pos, starts, ends, values, spec)
+            if k:
+                _check_spans(starts, ends, k, n, spec)
+                table.add_batch(starts, ends, values, k)
+                outs.add("pairs", k)
+            if new <= pos and new != n:
+                raise UserCodeError(
+                    f"scan() did not advance (pos {pos} -> {new}) in {spec.rel}",
+                    "scan must return a new_pos greater than pos until the buffer is consumed",
+                )
+            progress(min(new, n) - pos)
+            pos = new
+        lines = int(kernels.count_byte(buf, 10))
+        outs.add("records", lines + (1 if n and buf[n - 1] != 10 else 0))
+        outs.add("bytes_in", n)
+        _flush_table(table, outs, nparts, seed, agg)
+
+
+def _call_scan(job: Job, buf: Any, pos: int, starts: Any, ends: Any, values: Any,
+               spec: MapSpec) -> tuple[int, int]:
+    assert job.scan is not None
+    try:
+        k, new = job.scan(buf, pos, starts, ends, values, *job.extra)
+    except Exception as e:  # noqa: BLE001 - user kernel, incl. numba typing errors
+        from mapred.job import user_traceback
+
+        raise UserCodeError(f"scan() raised {type(e).__name__}: {_first_line(e)}",
+                            user_traceback(e, job.path)) from None
+    return int(k), int(new)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else ""
+
+
+def _check_spans(starts: Any, ends: Any, k: int, n: int, spec: MapSpec) -> None:
+    s, e = starts[:k], ends[:k]
+    if k > len(starts) or s.min() < 0 or e.max() > n or (e < s).any():
+        raise UserCodeError(
+            f"scan() emitted a key span outside its buffer in {spec.rel}",
+            "every pair needs 0 <= starts[i] <= ends[i] <= len(buf)",
+        )
+
+
+def _flush_table(table: Any, outs: _Outputs, nparts: int, seed: int, agg: int) -> None:
+    from mapred import kernels
+
+    if len(table) == 0:
+        return
+    for p, run in enumerate(table.partitions(nparts, seed)):
+        if len(run[1]):
+            kernels.write_run(outs.path(p), run, agg)
+            outs.add("keys", len(run[1]))
+
+
+# --- plain tier -----------------------------------------------------------------------------
+
+
+def _plain_records(spec: MapSpec) -> Iterator[tuple[int, bytes]]:
+    """(offset, record) pairs of the shard; records without their final newline."""
+    if spec.gzip:
+        offset = 0
+        try:
+            with gzip.open(spec.path, "rb") as f:
+                for line in f:
+                    yield offset, line[:-1] if line.endswith(b"\n") else line
+                    offset += len(line)
+        except (OSError, EOFError, zlib.error) as e:
+            raise OSError(f"cannot decompress {spec.rel}: {e}") from e
+        return
+    with open(spec.path, "rb") as f:
+        f.seek(spec.start)
+        data = f.read(spec.end - spec.start)
+    pos, n = 0, len(data)
+    while pos < n:
+        j = data.find(b"\n", pos)
+        stop = n if j < 0 else j
+        yield spec.start + pos, data[pos:stop]
+        pos = stop + 1
+
+
+def _map_plain(
+    job: Job, spec: MapSpec, outs: _Outputs, nparts: int, seed: int, progress: Progress
+) -> None:
+    groups: dict[bytes, list[Any]] = {}
+    held = 0
+    done = 0
+    for offset, record in _plain_records(spec):
+        for k, value in _call_mapper(job, record, spec, offset):
+            bucket = groups.get(k)
+            if bucket is None:
+                groups[k] = [value]
+            else:
+                bucket.append(value)
+            held += 1
+        outs.add("records", 1)
+        size = len(record) + 1
+        outs.add("bytes_in", size)
+        done += size
+        if done >= 1 << 20:
+            progress(done)
+            done = 0
+        if held >= PLAIN_SPILL_ITEMS:
+            _spill(job, groups, outs, nparts, seed)
+            groups, held = {}, 0
+    progress(done)
+    _spill(job, groups, outs, nparts, seed)
+
+
+def _call_mapper(job: Job, record: bytes, spec: MapSpec, offset: int) -> list[Any]:
+    assert job.mapper is not None
+    try:
+        if job.mapper_takes_ctx:
+            out = job.mapper(record, MapContext(spec.rel, offset))
+        else:
+            out = job.mapper(record)
+        return [] if out is None else [(to_key(k), v) for k, v in out]
+    except Exception as e:  # noqa: BLE001 - user code
+        raise _user_error("mapper", e, job, f"record at byte {offset} of {spec.rel}") from None
+
+
+def _user_error(fn: str, e: Exception, job: Job, where: str) -> UserCodeError:
+    from mapred.job import user_traceback
+
+    return UserCodeError(f"{fn}() raised {type(e).__name__}: {_first_line(e)} ({where})",
+                         user_traceback(e, job.path))
+
+
+def _spill(job: Job, groups: dict[bytes, list[Any]], outs: _Outputs, nparts: int,
+           seed: int) -> None:
+    """Combine (if the job has a combiner), partition and write one sorted run per partition."""
+    parts: list[list[tuple[bytes, Any]]] = [[] for _ in range(nparts)]
+    for key, values in groups.items():
+        for k, v in _combine(job, key, values):
+            parts[partition_of(k, seed, nparts)].append((k, v))
+    for p, pairs in enumerate(parts):
+        if pairs:
+            pairs.sort(key=lambda kv: kv[0])
+            write_plain_run(outs.path(p), pairs)
+            outs.add("keys", len(pairs))
+    pairs_in = sum(len(v) for v in groups.values())
+    outs.add("pairs", pairs_in)
+
+
+def _combine(job: Job, key: bytes, values: list[Any]) -> list[tuple[bytes, Any]]:
+    if job.combiner is None:
+        return [(key, v) for v in values]
+    try:
+        return [(to_key(k), v) for k, v in job.combiner(key, iter(values)) or ()]
+    except Exception as e:  # noqa: BLE001 - user code
+        raise _user_error("combiner", e, job, f"key {key[:60]!r}") from None

@@ -1,0 +1,357 @@
+"""Drives one run: plan, start workers through transports, feed the scheduler, commit output.
+
+The runner is the only place that turns scheduler instructions into I/O. Worker messages arrive
+on one queue (each worker has a reader thread); the main thread handles them in order, so the
+scheduler needs no locks. Whatever happens, ``Runner.execute`` kills every worker, removes
+scratch and staging directories, and closes the journal before it returns or raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mapred import job as jobmod
+from mapred import output, paths, scheduler
+from mapred.errors import Interrupted, JobLoadError, NoHostsError, TaskError
+from mapred.journal import Journal, new_run_id
+from mapred.shards import Shard, list_inputs, plan
+from mapred.transport import Transport, WorkerHandle
+
+log = logging.getLogger("mapred")
+
+HEARTBEAT_TIMEOUT = 30.0
+DEFAULT_SEED = 0x6D617072  # "mapr"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    job: Path
+    corpus: Path
+    output: Path
+    state: Path
+    params: dict[str, str] = field(default_factory=dict)
+    reducers: int | None = None
+    shard_size: int = 64 << 20
+    overwrite: bool = False
+    max_attempts: int = 4
+    seed: int = DEFAULT_SEED
+    argv: tuple[str, ...] = ()
+
+
+@dataclass
+class Summary:
+    run_id: str
+    output: Path
+    seconds: float
+    counters: dict[str, int]
+    hosts: dict[str, dict[str, float]]
+    shards: int
+    reducers: int
+
+
+class Progress:
+    """What the runner reports as it goes; the CLI supplies a tqdm bar or log lines."""
+
+    def start(self, total_bytes: int, shards: int) -> None: ...
+    def advance(self, nbytes: int) -> None: ...
+    def shard_done(self) -> None: ...
+    def phase(self, name: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class Runner:
+    def __init__(self, cfg: RunConfig, transports: list[Transport],
+                 progress: Progress | None = None) -> None:
+        self.cfg = cfg
+        self.transports = {t.name: t for t in transports}
+        self.progress = progress or Progress()
+        self.run_id = new_run_id()
+        self.events: queue.Queue[tuple[str, dict[str, Any] | None]] = queue.Queue()
+        self.workers: dict[str, WorkerHandle] = {}
+        self.slot_host: dict[str, str] = {}
+        self.quitting: set[str] = set()
+        self.counters: dict[str, int] = {}
+        self.host_stats: dict[str, dict[str, float]] = {}
+        self.attempt_info: dict[str, dict[str, Any]] = {}
+        self.journal: Journal | None = None
+        self.staging: Path | None = None
+        self.shards: dict[str, Shard] = {}
+
+    # --- the whole run ----------------------------------------------------------------------
+
+    def execute(self) -> Summary:
+        cfg = self.cfg
+        started = time.monotonic()
+        output.check_output(cfg.output, cfg.corpus, cfg.overwrite)
+        jobmod.check_syntax(cfg.job)
+        shards = plan(list_inputs(cfg.corpus), cfg.shard_size)
+        self.shards = {s.task: s for s in shards}
+        reducers = cfg.reducers or max(1, sum(t.cores for t in self.transports.values()))
+        with output.OutputLock(cfg.state, cfg.output), _signals_raise():
+            self.journal = Journal(cfg.state, self.run_id)
+            self._write_plan(shards, reducers)
+            status, code, error = "failed", 1, None
+            try:
+                self._run(shards, reducers)
+                status, code = "succeeded", 0
+            except Interrupted as e:
+                status, code, error = "interrupted", e.exit_code, str(e)
+                raise
+            except KeyboardInterrupt:
+                status, code, error = "interrupted", 130, "interrupted"
+                raise Interrupted(2) from None
+            except Exception as e:
+                code = getattr(e, "exit_code", 1)
+                error = str(e)
+                raise
+            finally:
+                self._shutdown()
+                output.abandon(self.staging)
+                seconds = time.monotonic() - started
+                self._write_summary(status, code, error, seconds, len(shards), reducers)
+                self.journal.event("run_end", status=status, exit_code=code)
+                self.journal.close()
+        return Summary(self.run_id, cfg.output, seconds, self.counters, self.host_stats,
+                       len(shards), reducers)
+
+    def _run(self, shards: list[Shard], reducers: int) -> None:
+        assert self.journal is not None
+        cfg = self.cfg
+        self.staging = output.make_staging(cfg.output, self.run_id)
+        self.journal.event("run_start")
+        self.progress.start(sum(s.size for s in shards), len(shards))
+        sched = scheduler.Scheduler([s.task for s in shards], reducers, cfg.max_attempts)
+        for t in self.transports.values():
+            t.start(self.run_id)
+            for i in range(t.cores):
+                worker = t.spawn_worker(i, self._on_message)
+                self.workers[worker.slot] = worker
+                self.slot_host[worker.slot] = t.name
+                worker.send({"op": "init", "job": t.job_path(cfg.job), "params": cfg.params,
+                             "reducers": reducers, "seed": cfg.seed, "scratch": t.scratch})
+        self.journal.event("phase", phase="map")
+        self._loop(sched)
+        self.journal.event("phase", phase="commit")
+        self.progress.phase("commit")
+        output.commit(self.staging, cfg.output, self.run_id)
+        self.staging = None
+
+    def _on_message(self, slot: str, msg: dict[str, Any] | None) -> None:
+        self.events.put((slot, msg))
+
+    # --- event loop -------------------------------------------------------------------------
+
+    def _loop(self, sched: scheduler.Scheduler) -> None:
+        last_seen = {slot: time.monotonic() for slot in self.workers}
+        reduce_phase = False
+        while True:
+            try:
+                slot, msg = self.events.get(timeout=1.0)
+            except queue.Empty:
+                self._check_heartbeats(sched, last_seen)
+                continue
+            last_seen[slot] = time.monotonic()
+            event = self._to_event(slot, msg)
+            if event is None:
+                continue
+            for ins in sched.handle(event):
+                if self._carry_out(ins, sched):
+                    return
+            if not reduce_phase and sched.maps_done():
+                reduce_phase = True
+                assert self.journal is not None
+                self.journal.event("phase", phase="reduce")
+                self.progress.phase("reduce")
+
+    def _check_heartbeats(self, sched: scheduler.Scheduler, last_seen: dict[str, float]) -> None:
+        now = time.monotonic()
+        for slot, seen in list(last_seen.items()):
+            if slot in self.workers and now - seen > HEARTBEAT_TIMEOUT:
+                del last_seen[slot]
+                self.workers.pop(slot).kill()
+                for ins in sched.handle(scheduler.SlotLost(slot, "worker stopped responding")):
+                    self._carry_out(ins, sched)
+
+    def _to_event(self, slot: str, msg: dict[str, Any] | None) -> scheduler.Event | None:
+        host = self.slot_host[slot]
+        if msg is None:
+            return self._worker_exited(slot)
+        ev = msg.get("ev")
+        if ev == "ready":
+            return scheduler.SlotReady(slot, host)
+        if ev == "init_failed":
+            raise JobLoadError(msg["error"], detail=msg.get("detail"))
+        if ev == "progress":
+            self.progress.advance(int(msg["bytes"]))
+            return None
+        if ev == "done":
+            outputs = {int(p): list(v) for p, v in msg.get("outputs", {}).items()}
+            return scheduler.AttemptDone(slot, msg["attempt"], outputs, msg.get("counters", {}))
+        if ev == "failed":
+            self._end_attempt(msg["attempt"], "failed", error=msg["error"])
+            return scheduler.AttemptFailed(slot, msg["attempt"], msg["error"], msg.get("detail"))
+        return None  # "alive" and unknown events only refresh the heartbeat
+
+    def _worker_exited(self, slot: str) -> scheduler.Event | None:
+        worker = self.workers.pop(slot, None)
+        if worker is None or slot in self.quitting:
+            return None
+        tail = worker.stderr_tail()
+        reason = "worker process exited unexpectedly"
+        if tail:
+            reason += ": " + tail.splitlines()[-1]
+        log.warning("%s on %s", reason, slot)
+        return scheduler.SlotLost(slot, reason)
+
+    # --- instructions -----------------------------------------------------------------------
+
+    def _carry_out(self, ins: scheduler.Instruction, sched: scheduler.Scheduler) -> bool:
+        """Do what the scheduler asks; True when the run is over."""
+        if isinstance(ins, scheduler.Assign):
+            self._assign(ins)
+        elif isinstance(ins, scheduler.Commit):
+            self._commit(ins)
+        elif isinstance(ins, scheduler.Discard):
+            self.transports[ins.host].remove(list(ins.paths))
+        elif isinstance(ins, scheduler.Failed):
+            raise self._task_error(ins, sched)
+        elif isinstance(ins, scheduler.NoHosts):
+            raise NoHostsError(ins.reason)
+        elif isinstance(ins, scheduler.Finished):
+            return True
+        return False
+
+    def _assign(self, ins: scheduler.Assign) -> None:
+        assert self.journal is not None and self.staging is not None
+        host = self.slot_host[ins.slot]
+        transport = self.transports[host]
+        info: dict[str, Any] = {"task": ins.task, "kind": ins.kind, "attempt": ins.attempt,
+                                "host": host, "slot": int(ins.slot.rsplit("/", 1)[1]),
+                                "backup": False, "t0": time.monotonic()}
+        if ins.kind == scheduler.MAP:
+            shard = self.shards[ins.task]
+            info["shard"] = {"path": shard.file.rel, "start": shard.start, "end": shard.end}
+            msg = {"op": "map", "task": ins.task, "attempt": ins.attempt,
+                   "path": transport.input_path(shard), "rel": shard.file.rel,
+                   "start": shard.start, "end": shard.end, "gzip": shard.file.gzip}
+        else:
+            info["partition"] = ins.partition
+            out = transport.reduce_output(self.staging, ins.partition, ins.attempt)
+            info["out"] = out
+            msg = {"op": "reduce", "task": ins.task, "attempt": ins.attempt,
+                   "partition": ins.partition, "inputs": [p for _, p in ins.inputs], "out": out}
+        self.attempt_info[ins.attempt] = info
+        self.journal.event("task_start", **{k: v for k, v in info.items()
+                                            if k not in ("t0", "out")})
+        self.workers[ins.slot].send(msg)
+
+    def _commit(self, ins: scheduler.Commit) -> None:
+        assert self.staging is not None
+        info = self.attempt_info[ins.attempt]
+        if ins.kind == scheduler.REDUCE:
+            part = self.staging / paths.part_name(info["partition"])
+            self.transports[ins.host].collect(info["out"], part)
+        else:
+            self.progress.shard_done()
+        for key, value in ins.counters.items():
+            name = f"{ins.kind}_{key}"
+            self.counters[name] = self.counters.get(name, 0) + int(value)
+        stats = self.host_stats.setdefault(ins.host, {"tasks": 0, "bytes_in": 0,
+                                                      "busy_seconds": 0.0})
+        stats["tasks"] += 1
+        stats["bytes_in"] += int(ins.counters.get("bytes_in", 0))
+        stats["busy_seconds"] += time.monotonic() - info["t0"]
+        self._end_attempt(ins.attempt, "ok", counters=ins.counters)
+
+    def _end_attempt(self, attempt: str, outcome: str, error: str | None = None,
+                     counters: dict[str, int] | None = None) -> None:
+        assert self.journal is not None
+        info = self.attempt_info.get(attempt)
+        if info is None:
+            return
+        c = counters or {}
+        self.journal.event(
+            "task_end", task=info["task"], kind=info["kind"], attempt=attempt,
+            host=info["host"], slot=info["slot"], outcome=outcome,
+            bytes_in=int(c.get("bytes_in", 0)), bytes_out=int(c.get("bytes_out", 0)),
+            records=int(c.get("records", 0)), keys=int(c.get("keys", c.get("keys_out", 0))),
+            error=error)
+
+    def _task_error(self, ins: scheduler.Failed, sched: scheduler.Scheduler) -> TaskError:
+        task = sched.tasks[ins.task]
+        where = ""
+        if task.kind == scheduler.MAP:
+            where = f" ({self.shards[ins.task].describe()})"
+        else:
+            where = f" (partition {task.partition})"
+        message = (f"{task.kind} task {ins.task}{where} failed {task.failures} times; "
+                   f"last on host {ins.host}: {ins.error}")
+        return TaskError(message, task=ins.task, host=ins.host, shard=where.strip(" ()"),
+                         detail=ins.detail)
+
+    # --- shutdown and journal ---------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        for slot, worker in list(self.workers.items()):
+            self.quitting.add(slot)
+            worker.send({"op": "quit"})
+        for t in self.transports.values():
+            t.close()
+        self.progress.close()
+
+    def _write_plan(self, shards: list[Shard], reducers: int) -> None:
+        assert self.journal is not None
+        cfg = self.cfg
+        self.journal.write_json("plan.json", {
+            "run_id": self.run_id, "job": str(cfg.job), "corpus": str(cfg.corpus),
+            "output": str(cfg.output), "argv": list(cfg.argv), "started": time.time(),
+            "pid": os.getpid(), "reducers": reducers, "params": cfg.params,
+            "hosts": [{"name": t.name, "address": t.name, "cores": t.cores}
+                      for t in self.transports.values()],
+            "shards": [{"task": s.task, "path": s.file.rel, "start": s.start, "end": s.end}
+                       for s in shards],
+        })
+
+    def _write_summary(self, status: str, code: int, error: str | None, seconds: float,
+                       nshards: int, reducers: int) -> None:
+        assert self.journal is not None
+        c = self.counters
+        self.journal.write_json("summary.json", {
+            "run_id": self.run_id, "job": str(self.cfg.job), "corpus": str(self.cfg.corpus),
+            "output": str(self.cfg.output), "status": status, "exit_code": code,
+            "started": time.time() - seconds, "ended": time.time(), "duration": seconds,
+            "error": error,
+            "counters": {
+                "bytes_in": c.get("map_bytes_in", 0), "records_in": c.get("map_records", 0),
+                "pairs": c.get("map_pairs", 0), "keys_out": c.get("reduce_keys_out", 0),
+                "bytes_out": c.get("reduce_bytes_out", 0), "shuffle_bytes":
+                c.get("map_bytes_out", 0), "map_tasks": nshards, "reduce_tasks": reducers,
+                "retries": 0, "backups": 0, "hosts_lost": 0,
+            },
+            "hosts": self.host_stats,
+        })
+
+
+class _signals_raise:
+    """SIGTERM raises Interrupted(15) in the main thread (SIGINT raises KeyboardInterrupt)."""
+
+    def __enter__(self) -> _signals_raise:
+        self._old: Callable[..., Any] | int | None = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        signal.signal(signal.SIGTERM, self._old)  # type: ignore[arg-type]

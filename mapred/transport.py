@@ -1,0 +1,157 @@
+"""How the runner reaches a host: start workers there, place inputs, collect part files.
+
+``Transport`` is the one narrow I/O interface between the runner and a host. ``LocalTransport``
+is this machine (the embedded default): workers are child processes, inputs are read in place and
+reducers write straight into the output's staging directory. An SSH transport (fabric for
+commands, rsync for bytes) implements the same methods for LAN hosts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from mapred import paths
+from mapred.shards import Shard
+
+OnMessage = Callable[[str, dict[str, Any] | None], None]  # (slot, message or None at exit)
+
+
+class WorkerHandle(Protocol):
+    slot: str
+
+    def send(self, msg: dict[str, Any]) -> None: ...
+    def kill(self) -> None: ...
+    def stderr_tail(self, lines: int = 20) -> str: ...
+
+
+class Transport(Protocol):
+    name: str
+    cores: int
+
+    def start(self, run_id: str) -> None: ...
+    def job_path(self, local_job: Path) -> str: ...
+    def input_path(self, shard: Shard) -> str: ...
+    def spawn_worker(self, index: int, on_message: OnMessage) -> WorkerHandle: ...
+    def reduce_output(self, staging: Path, partition: int, attempt: str) -> str: ...
+    def collect(self, remote: str, target: Path) -> None: ...
+    def remove(self, remote_paths: list[str]) -> None: ...
+    @property
+    def scratch(self) -> str: ...
+    def close(self) -> None: ...
+
+
+class LocalWorker:
+    """A ``python -m mapred.worker`` child process in its own session (process group)."""
+
+    def __init__(self, slot: str, log: Path, on_message: OnMessage, env: dict[str, str]) -> None:
+        self.slot = slot
+        self.log = log
+        self._log_file = open(log, "wb")  # noqa: SIM115 - closed in _pump
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mapred.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log_file,
+            start_new_session=True,
+            env=env,
+        )
+        self._lock = threading.Lock()
+        threading.Thread(target=self._pump, args=(on_message,), daemon=True).start()
+
+    def _pump(self, on_message: OnMessage) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            on_message(self.slot, msg)
+        self.proc.wait()
+        self._log_file.close()
+        on_message(self.slot, None)
+
+    def send(self, msg: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        data = (json.dumps(msg) + "\n").encode()
+        with self._lock:
+            try:
+                self.proc.stdin.write(data)
+                self.proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                pass  # the exit is reported by _pump
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, 9)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log.read_bytes()[-16384:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class LocalTransport:
+    """This machine, no SSH: the embedded default."""
+
+    def __init__(self, name: str, cores: int, log_dir: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.cores = cores
+        self.log_dir = log_dir
+        self.env = env
+        self._scratch: Path | None = None
+        self.workers: list[LocalWorker] = []
+
+    def start(self, run_id: str) -> None:
+        self._scratch = Path(tempfile.mkdtemp(prefix=f"mapred-{run_id}-"))  # mode 0700
+
+    @property
+    def scratch(self) -> str:
+        assert self._scratch is not None
+        return str(self._scratch)
+
+    def job_path(self, local_job: Path) -> str:
+        return str(local_job)
+
+    def input_path(self, shard: Shard) -> str:
+        return str(shard.file.path)
+
+    def spawn_worker(self, index: int, on_message: OnMessage) -> LocalWorker:
+        slot = f"{self.name}/{index}"
+        log = self.log_dir / f"worker-{self.name}-{index}.log"
+        worker = LocalWorker(slot, log, on_message, self.env)
+        self.workers.append(worker)
+        return worker
+
+    def reduce_output(self, staging: Path, partition: int, attempt: str) -> str:
+        return str(staging / paths.reduce_tmp_name(partition, attempt))
+
+    def collect(self, remote: str, target: Path) -> None:
+        os.replace(remote, target)
+
+    def remove(self, remote_paths: list[str]) -> None:
+        for p in remote_paths:
+            path = Path(p)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.kill()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)

@@ -1,0 +1,219 @@
+"""``python -m mapred.worker``: the process that runs tasks on a host, one task at a time.
+
+The coordinator starts one worker per core it uses on a host and talks to it with JSON lines:
+requests on stdin, events on the original stdout (user code's prints are sent to stderr so they
+cannot corrupt the protocol). Requests:
+
+    {"op": "init", "job": PATH, "params": {...}, "reducers": R, "seed": S, "scratch": DIR}
+    {"op": "map", "task", "attempt", "path", "rel", "start", "end", "gzip"}
+    {"op": "reduce", "task", "attempt", "partition", "inputs": [PATH...], "out": PATH}
+    {"op": "drop", "paths": [PATH...]}          remove files/dirs of discarded attempts
+    {"op": "quit"}
+
+Events: ``ready``/``init_failed``, ``progress``, ``done``, ``failed``, ``alive`` (heartbeat).
+
+Watchdog: when stdin reaches end of file — the coordinator quit, died or its connection dropped —
+the worker removes the run's scratch directory and exits at once, even in the middle of a task.
+This module imports only the standard library (numpy/numba/mmh3 are imported by the tasks).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+HEARTBEAT_SECONDS = 2.0
+PROGRESS_SECONDS = 0.25
+
+
+class Channel:
+    """Thread-safe writer of protocol events."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def send(self, event: str, **fields: Any) -> None:
+        line = json.dumps({"ev": event, **fields}) + "\n"
+        with self._lock:
+            try:
+                self._stream.write(line)
+                self._stream.flush()
+            except (BrokenPipeError, OSError):
+                os._exit(1)
+
+
+class Worker:
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.job: Any = None
+        self.scratch: Path | None = None
+        self.reducers = 1
+        self.seed = 0
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def handle(self, msg: dict[str, Any]) -> bool:
+        """Serve one request; return False to stop."""
+        op = msg.get("op")
+        if op == "init":
+            self._init(msg)
+        elif op == "map":
+            self._task(msg, self._map)
+        elif op == "reduce":
+            self._task(msg, self._reduce)
+        elif op == "drop":
+            for p in msg.get("paths", []):
+                _remove(Path(p))
+        elif op == "quit":
+            return False
+        return True
+
+    def _init(self, msg: dict[str, Any]) -> None:
+        from mapred import job as jobmod
+        from mapred.errors import MapredError
+
+        self.scratch = Path(msg["scratch"])
+        self.reducers = int(msg["reducers"])
+        self.seed = int(msg["seed"])
+        try:
+            self.job = jobmod.load(Path(msg["job"]), dict(msg.get("params", {})))
+        except MapredError as e:
+            self.channel.send("init_failed", error=e.message, detail=e.detail)
+            return
+        self.channel.send("ready", pid=os.getpid(), tier=self.job.tier)
+
+    def _task(self, msg: dict[str, Any], fn: Any) -> None:
+        from mapred.mapper import UserCodeError
+
+        attempt = msg["attempt"]
+        started = time.monotonic()
+        try:
+            result = fn(msg)
+        except UserCodeError as e:
+            self.channel.send("failed", attempt=attempt, kind="user", error=str(e),
+                              detail=e.detail)
+            return
+        except Exception as e:  # noqa: BLE001 - reported to the coordinator, which decides
+            self.channel.send("failed", attempt=attempt, kind="system",
+                              error=f"{type(e).__name__}: {e}", detail=None)
+            return
+        self.channel.send("done", attempt=attempt, seconds=time.monotonic() - started, **result)
+
+    def _map(self, msg: dict[str, Any]) -> dict[str, Any]:
+        from mapred import paths
+        from mapred.mapper import MapSpec, run_map
+
+        assert self.scratch is not None
+        spec = MapSpec(msg["task"], msg["attempt"], msg["path"], msg["rel"], int(msg["start"]),
+                       int(msg["end"]), bool(msg["gzip"]))
+        out_dir = paths.map_attempt_dir(self.scratch, spec.attempt)
+        result = run_map(self.job, spec, out_dir, self.reducers, self.seed,
+                         _Progress(self.channel, spec.attempt))
+        outputs = {str(p): runs for p, runs in result.outputs.items()}
+        return {"outputs": outputs, "counters": result.counters}
+
+    def _reduce(self, msg: dict[str, Any]) -> dict[str, Any]:
+        from mapred.reducer import run_reduce
+
+        assert self.scratch is not None
+        tmp = self.scratch / "reduce" / msg["attempt"]
+        try:
+            counters = run_reduce(self.job, list(msg["inputs"]), Path(msg["out"]), tmp)
+        finally:
+            _remove(tmp)
+        os.chmod(msg["out"], _OUTPUT_MODE)
+        return {"outputs": {str(msg["partition"]): [msg["out"]]}, "counters": counters}
+
+
+class _Progress:
+    """Throttled progress reporting: bytes mapped since the last event."""
+
+    def __init__(self, channel: Channel, attempt: str) -> None:
+        self.channel = channel
+        self.attempt = attempt
+        self.pending = 0
+        self.last = time.monotonic()
+
+    def __call__(self, nbytes: int) -> None:
+        self.pending += nbytes
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_SECONDS and self.pending:
+            self.channel.send("progress", attempt=self.attempt, bytes=self.pending)
+            self.pending = 0
+            self.last = now
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+
+def _read_requests(requests: queue.Queue[dict[str, Any] | None], worker: Worker) -> None:
+    """Feed requests to the main thread; on end of input, clean up and exit at once."""
+    for line in sys.stdin.buffer:
+        if line.strip():
+            requests.put(json.loads(line))
+    if worker.scratch is not None:
+        shutil.rmtree(worker.scratch, ignore_errors=True)
+    os._exit(0)
+
+
+def _heartbeat(channel: Channel) -> None:
+    while True:
+        time.sleep(HEARTBEAT_SECONDS)
+        channel.send("alive")
+
+
+def _setup_environment() -> None:
+    from mapred import __version__, paths
+
+    if "NUMBA_CACHE_DIR" not in os.environ:
+        os.environ["NUMBA_CACHE_DIR"] = str(paths.numba_cache_dir(__version__))
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+_OUTPUT_MODE = 0o644  # part files follow the coordinator's umask; set from MAPRED_UMASK
+
+
+def main() -> None:
+    global _OUTPUT_MODE
+    umask = int(os.environ.get("MAPRED_UMASK", "0o022"), 8)
+    _OUTPUT_MODE = 0o666 & ~umask
+    os.umask(0o077)  # scratch files are private
+    _setup_environment()
+    proto = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)  # user prints go to stderr, never into the protocol
+    channel = Channel(proto)
+    worker = Worker(channel)
+    requests: queue.Queue[dict[str, Any] | None] = queue.Queue()
+    threading.Thread(target=_read_requests, args=(requests, worker), daemon=True).start()
+    threading.Thread(target=_heartbeat, args=(channel,), daemon=True).start()
+    while True:
+        msg = requests.get()
+        if msg is None or not worker.handle(msg):
+            break
+    proto.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
