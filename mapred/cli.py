@@ -84,7 +84,8 @@ def run(
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an existing output directory (atomically).")] = False,
     shard_size: Annotated[str, typer.Option(
-        "--shard-size", help="Target shard size (bytes, or with K/M/G).")] = "64M",
+        "--shard-size", help="Target shard size in bytes, or with K/M/G; 'auto' gives each "
+        "core about three shards, at most 64M.")] = "auto",
     max_attempts: Annotated[int, typer.Option(
         "--max-attempts", min=1, help="Attempts per task before the job fails.")] = 4,
     state_dir: Annotated[Optional[Path], typer.Option(
@@ -109,7 +110,7 @@ def run(
         state=_state(state_dir),
         params=jobmod.parse_params(param or []),
         reducers=reducers,
-        shard_size=parse_size(shard_size),
+        shard_size=0 if shard_size == "auto" else parse_size(shard_size),
         overwrite=overwrite,
         max_attempts=max_attempts,
         argv=tuple(sys.argv),

@@ -32,14 +32,22 @@ class UserCodeError(Exception):
 
 
 @dataclass(frozen=True)
-class MapSpec:
-    task: str
-    attempt: str
+class PieceSpec:
     path: str  # file to read on this host
     rel: str  # corpus-relative name, shown to users and jobs
     start: int
     end: int
     gzip: bool
+
+    def describe(self) -> str:
+        return f"{self.rel} bytes {self.start}-{self.end}"
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    task: str
+    attempt: str
+    pieces: tuple[PieceSpec, ...]
 
 
 @dataclass
@@ -89,15 +97,38 @@ def run_map(
 # --- numba tier -----------------------------------------------------------------------------
 
 
-def _numba_buffers(spec: MapSpec) -> Iterator[Any]:
+def _numba_buffers(spec: MapSpec) -> Iterator[tuple[Any, list[tuple[int, int, PieceSpec]]]]:
+    """Buffers to scan, each with the (start, end, piece) segments it holds.
+
+    One large piece is memory-mapped; several small files are read into one buffer (the key
+    table refers to a single buffer); gzip input comes in decompressed, newline-aligned parts.
+    """
     import numpy as np
 
-    if spec.gzip:
-        yield from _gzip_pieces(spec.path)
+    if len(spec.pieces) == 1:
+        piece = spec.pieces[0]
+        if piece.gzip:
+            for buf in _gzip_pieces(piece.path):
+                yield buf, [(0, len(buf), piece)]
+        elif piece.end > piece.start:
+            buf = np.memmap(piece.path, dtype=np.uint8, mode="r", offset=piece.start,
+                            shape=(piece.end - piece.start,))
+            yield buf, [(0, len(buf), piece)]
         return
-    if spec.end > spec.start:
-        yield np.memmap(spec.path, dtype=np.uint8, mode="r", offset=spec.start,
-                        shape=(spec.end - spec.start,))
+    total = sum(p.end - p.start for p in spec.pieces)
+    buf = np.empty(total, dtype=np.uint8)
+    segments = []
+    at = 0
+    for piece in spec.pieces:
+        size = piece.end - piece.start
+        with open(piece.path, "rb") as f:
+            f.seek(piece.start)
+            got = f.readinto(memoryview(buf)[at : at + size])
+        if got != size:
+            raise OSError(f"{piece.rel} changed while being read (expected {size} bytes)")
+        segments.append((at, at + size, piece))
+        at += size
+    yield buf, segments
 
 
 def _gzip_pieces(path: str) -> Iterator[Any]:
@@ -129,34 +160,45 @@ def _map_numba(
     from mapred import kernels
 
     agg = kernels.AGG_BY_NAME[job.aggregate]
-    starts = np.empty(BATCH, np.int64)
-    ends = np.empty(BATCH, np.int64)
-    values = np.empty(BATCH, np.int64)
-    for buf in _numba_buffers(spec):
-        n = len(buf)
+    arrays = (np.empty(BATCH, np.int64), np.empty(BATCH, np.int64), np.empty(BATCH, np.int64))
+    for buf, segments in _numba_buffers(spec):
         table = kernels.KeyTable(buf, agg)
-        pos = 0
-        while pos < n:
-            k, new = _call_scan(job, buf, pos, starts, ends, values, spec)
-            if k:
-                _check_spans(starts, ends, k, n, spec)
-                table.add_batch(starts, ends, values, k)
-                outs.add("pairs", k)
-            if new <= pos and new != n:
-                raise UserCodeError(
-                    f"scan() did not advance (pos {pos} -> {new}) in {spec.rel}",
-                    "scan must return a new_pos greater than pos until the buffer is consumed",
-                )
-            progress(min(new, n) - pos)
-            pos = new
+        for a, b, piece in segments:
+            _scan_segment(job, buf[a:b] if len(segments) > 1 else buf, a, piece, table,
+                          arrays, outs, progress)
         lines = int(kernels.count_byte(buf, 10))
-        outs.add("records", lines + (1 if n and buf[n - 1] != 10 else 0))
-        outs.add("bytes_in", n)
+        ends_open = sum(1 for a, b, _ in segments if b > a and buf[b - 1] != 10)
+        outs.add("records", lines + ends_open)
+        outs.add("bytes_in", len(buf))
         _flush_table(table, outs, nparts, seed, agg)
 
 
-def _call_scan(job: Job, buf: Any, pos: int, starts: Any, ends: Any, values: Any,
-               spec: MapSpec) -> tuple[int, int]:
+def _scan_segment(job: Job, view: Any, base: int, piece: PieceSpec, table: Any,
+                  arrays: tuple[Any, Any, Any], outs: _Outputs, progress: Progress) -> None:
+    """Run the job's scan over one file's bytes; spans are shifted by ``base`` into ``buf``."""
+    starts, ends, values = arrays
+    n = len(view)
+    pos = 0
+    while pos < n:
+        k, new = _call_scan(job, view, pos, starts, ends, values)
+        if k:
+            _check_spans(starts, ends, k, n, piece)
+            if base:
+                starts[:k] += base
+                ends[:k] += base
+            table.add_batch(starts, ends, values, k)
+            outs.add("pairs", k)
+        if new <= pos and new != n:
+            raise UserCodeError(
+                f"scan() did not advance (pos {pos} -> {new}) in {piece.describe()}",
+                "scan must return a new_pos greater than pos until the buffer is consumed",
+            )
+        progress(min(new, n) - pos)
+        pos = new
+
+
+def _call_scan(job: Job, buf: Any, pos: int, starts: Any, ends: Any,
+               values: Any) -> tuple[int, int]:
     assert job.scan is not None
     try:
         k, new = job.scan(buf, pos, starts, ends, values, *job.extra)
@@ -173,11 +215,11 @@ def _first_line(e: BaseException) -> str:
     return text[0] if text else ""
 
 
-def _check_spans(starts: Any, ends: Any, k: int, n: int, spec: MapSpec) -> None:
+def _check_spans(starts: Any, ends: Any, k: int, n: int, piece: PieceSpec) -> None:
     s, e = starts[:k], ends[:k]
     if k > len(starts) or s.min() < 0 or e.max() > n or (e < s).any():
         raise UserCodeError(
-            f"scan() emitted a key span outside its buffer in {spec.rel}",
+            f"scan() emitted a key span outside its buffer in {piece.describe()}",
             "every pair needs 0 <= starts[i] <= ends[i] <= len(buf)",
         )
 
@@ -196,26 +238,26 @@ def _flush_table(table: Any, outs: _Outputs, nparts: int, seed: int, agg: int) -
 # --- plain tier -----------------------------------------------------------------------------
 
 
-def _plain_records(spec: MapSpec) -> Iterator[tuple[int, bytes]]:
-    """(offset, record) pairs of the shard; records without their final newline."""
-    if spec.gzip:
+def _plain_records(piece: PieceSpec) -> Iterator[tuple[int, bytes]]:
+    """(offset, record) pairs of one piece; records without their final newline."""
+    if piece.gzip:
         offset = 0
         try:
-            with gzip.open(spec.path, "rb") as f:
+            with gzip.open(piece.path, "rb") as f:
                 for line in f:
                     yield offset, line[:-1] if line.endswith(b"\n") else line
                     offset += len(line)
         except (OSError, EOFError, zlib.error) as e:
-            raise OSError(f"cannot decompress {spec.rel}: {e}") from e
+            raise OSError(f"cannot decompress {piece.rel}: {e}") from e
         return
-    with open(spec.path, "rb") as f:
-        f.seek(spec.start)
-        data = f.read(spec.end - spec.start)
+    with open(piece.path, "rb") as f:
+        f.seek(piece.start)
+        data = f.read(piece.end - piece.start)
     pos, n = 0, len(data)
     while pos < n:
         j = data.find(b"\n", pos)
         stop = n if j < 0 else j
-        yield spec.start + pos, data[pos:stop]
+        yield piece.start + pos, data[pos:stop]
         pos = stop + 1
 
 
@@ -225,8 +267,8 @@ def _map_plain(
     groups: dict[bytes, list[Any]] = {}
     held = 0
     done = 0
-    for offset, record in _plain_records(spec):
-        for k, value in _call_mapper(job, record, spec, offset):
+    for piece, offset, record in _all_records(spec):
+        for k, value in _call_mapper(job, record, piece, offset):
             bucket = groups.get(k)
             if bucket is None:
                 groups[k] = [value]
@@ -247,7 +289,13 @@ def _map_plain(
     _spill(job, groups, outs, nparts, seed)
 
 
-def _call_mapper(job: Job, record: bytes, spec: MapSpec, offset: int) -> list[Any]:
+def _all_records(spec: MapSpec) -> Iterator[tuple[PieceSpec, int, bytes]]:
+    for piece in spec.pieces:
+        for offset, record in _plain_records(piece):
+            yield piece, offset, record
+
+
+def _call_mapper(job: Job, record: bytes, spec: PieceSpec, offset: int) -> list[Any]:
     assert job.mapper is not None
     try:
         if job.mapper_takes_ctx:

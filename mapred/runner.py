@@ -22,13 +22,14 @@ from mapred import job as jobmod
 from mapred import output, paths, scheduler
 from mapred.errors import Interrupted, JobLoadError, NoHostsError, TaskError
 from mapred.journal import Journal, new_run_id
-from mapred.shards import Shard, list_inputs, plan
+from mapred.shards import Shard, auto_shard_size, list_inputs, plan
 from mapred.transport import Transport, WorkerHandle
 
 log = logging.getLogger("mapred")
 
 HEARTBEAT_TIMEOUT = 30.0
 DEFAULT_SEED = 0x6D617072  # "mapr"
+DEFAULT_SHARD_LIMIT = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class RunConfig:
     state: Path
     params: dict[str, str] = field(default_factory=dict)
     reducers: int | None = None
-    shard_size: int = 64 << 20
+    shard_size: int = 0  # 0: automatic (about three shards per slot, at most 64 MiB)
     overwrite: bool = False
     max_attempts: int = 4
     seed: int = DEFAULT_SEED
@@ -92,9 +93,13 @@ class Runner:
         started = time.monotonic()
         output.check_output(cfg.output, cfg.corpus, cfg.overwrite)
         jobmod.check_syntax(cfg.job)
-        shards = plan(list_inputs(cfg.corpus), cfg.shard_size)
+        files = list_inputs(cfg.corpus)
+        slots = sum(t.cores for t in self.transports.values())
+        shard_size = cfg.shard_size or auto_shard_size(sum(f.size for f in files), slots,
+                                                       DEFAULT_SHARD_LIMIT)
+        shards = plan(files, shard_size)
         self.shards = {s.task: s for s in shards}
-        reducers = cfg.reducers or max(1, sum(t.cores for t in self.transports.values()))
+        reducers = cfg.reducers or max(1, slots)
         with output.OutputLock(cfg.state, cfg.output), _signals_raise():
             self.journal = Journal(cfg.state, self.run_id)
             self._write_plan(shards, reducers)
@@ -238,10 +243,10 @@ class Runner:
                                 "backup": False, "t0": time.monotonic()}
         if ins.kind == scheduler.MAP:
             shard = self.shards[ins.task]
-            info["shard"] = {"path": shard.file.rel, "start": shard.start, "end": shard.end}
-            msg = {"op": "map", "task": ins.task, "attempt": ins.attempt,
-                   "path": transport.input_path(shard), "rel": shard.file.rel,
-                   "start": shard.start, "end": shard.end, "gzip": shard.file.gzip}
+            info["shard"] = _shard_info(shard)
+            pieces = [{"path": transport.input_path(p), "rel": p.file.rel, "start": p.start,
+                       "end": p.end, "gzip": p.file.gzip} for p in shard.pieces]
+            msg = {"op": "map", "task": ins.task, "attempt": ins.attempt, "pieces": pieces}
         else:
             info["partition"] = ins.partition
             out = transport.reduce_output(self.staging, ins.partition, ins.attempt)
@@ -316,8 +321,7 @@ class Runner:
             "pid": os.getpid(), "reducers": reducers, "params": cfg.params,
             "hosts": [{"name": t.name, "address": t.name, "cores": t.cores}
                       for t in self.transports.values()],
-            "shards": [{"task": s.task, "path": s.file.rel, "start": s.start, "end": s.end}
-                       for s in shards],
+            "shards": [{"task": s.task, **_shard_info(s)} for s in shards],
         })
 
     def _write_summary(self, status: str, code: int, error: str | None, seconds: float,
@@ -338,6 +342,14 @@ class Runner:
             },
             "hosts": self.host_stats,
         })
+
+
+def _shard_info(shard: Shard) -> dict[str, Any]:
+    """How the journal shows a shard: its first file and byte range, and its file count."""
+    first = shard.pieces[0]
+    end = first.end if len(shard.pieces) == 1 else shard.pieces[-1].end
+    return {"path": first.file.rel, "start": first.start, "end": end,
+            "files": len(shard.pieces), "bytes": shard.size}
 
 
 class _signals_raise:

@@ -33,10 +33,9 @@ class InputFile:
 
 
 @dataclass(frozen=True)
-class Shard:
-    """A byte range of one input file holding whole records."""
+class Piece:
+    """A byte range ``[start, end)`` of one input file holding whole records."""
 
-    task: str  # map task id, e.g. "m00012"
     file: InputFile
     start: int
     end: int
@@ -46,8 +45,27 @@ class Shard:
         return self.end - self.start
 
     def describe(self) -> str:
-        """Human form used in errors: file and byte range."""
         return f"{self.file.rel} bytes {self.start}-{self.end}"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """The input of one map task: a piece of a large file, or several whole small files."""
+
+    task: str  # map task id, e.g. "m00012"
+    pieces: tuple[Piece, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(p.size for p in self.pieces)
+
+    def describe(self) -> str:
+        """Human form used in errors: file and byte range (or the files of a pack)."""
+        if len(self.pieces) == 1:
+            return self.pieces[0].describe()
+        names = ", ".join(p.file.rel for p in self.pieces[:3])
+        more = f" and {len(self.pieces) - 3} more" if len(self.pieces) > 3 else ""
+        return f"{len(self.pieces)} whole files: {names}{more}"
 
 
 def list_inputs(corpus: Path) -> list[InputFile]:
@@ -133,20 +151,47 @@ def cut_file(f, size: int, shard_size: int) -> list[tuple[int, int]]:  # noqa: A
     return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
+MAX_PACK_FILES = 4096
+
+
 def plan(files: list[InputFile], shard_size: int) -> list[Shard]:
-    """Cut every input file into shards; task ids follow the file order."""
+    """Cut large files into shard-size pieces; pack small whole files together up to shard size.
+
+    gzip files are one shard each. Task ids follow the file order.
+    """
     if shard_size < 1:
         raise UsageError(f"shard size must be positive, got {shard_size}")
-    shards: list[Shard] = []
+    groups: list[list[Piece]] = []
+    pack: list[Piece] = []
+    packed = 0
     for inp in files:
-        if inp.gzip:
-            ranges = [(0, inp.size)]
-        else:
-            try:
-                with open(inp.path, "rb") as f:
-                    ranges = cut_file(f, inp.size, shard_size)
-            except OSError as e:
-                raise UsageError(f"cannot read input file {inp.path}: {e.strerror}") from e
-        for start, end in ranges:
-            shards.append(Shard(f"m{len(shards):05d}", inp, start, end))
-    return shards
+        if inp.size == 0:
+            continue
+        if inp.gzip or inp.size >= shard_size:
+            groups.extend([p] for p in _pieces(inp, shard_size))
+            continue
+        if pack and (packed + inp.size > shard_size or len(pack) >= MAX_PACK_FILES):
+            groups.append(pack)
+            pack, packed = [], 0
+        pack.append(Piece(inp, 0, inp.size))
+        packed += inp.size
+    if pack:
+        groups.append(pack)
+    return [Shard(f"m{i:05d}", tuple(g)) for i, g in enumerate(groups)]
+
+
+def _pieces(inp: InputFile, shard_size: int) -> list[Piece]:
+    if inp.gzip:
+        return [Piece(inp, 0, inp.size)]
+    try:
+        with open(inp.path, "rb") as f:
+            ranges = cut_file(f, inp.size, shard_size)
+    except OSError as e:
+        raise UsageError(f"cannot read input file {inp.path}: {e.strerror}") from e
+    return [Piece(inp, a, b) for a, b in ranges]
+
+
+def auto_shard_size(total: int, slots: int, limit: int) -> int:
+    """Shard size giving every slot about three shards (load balance), within [1 MiB, limit]."""
+    target = -(-total // max(1, slots * 3))
+    return max(1, min(limit, max(1 << 20, target)))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mapred import paths
-from mapred.shards import Shard
+from mapred.shards import Piece
 
 OnMessage = Callable[[str, dict[str, Any] | None], None]  # (slot, message or None at exit)
 
@@ -39,7 +39,7 @@ class Transport(Protocol):
 
     def start(self, run_id: str) -> None: ...
     def job_path(self, local_job: Path) -> str: ...
-    def input_path(self, shard: Shard) -> str: ...
+    def input_path(self, piece: Piece) -> str: ...
     def spawn_worker(self, index: int, on_message: OnMessage) -> WorkerHandle: ...
     def reduce_output(self, staging: Path, partition: int, attempt: str) -> str: ...
     def collect(self, remote: str, target: Path) -> None: ...
@@ -126,8 +126,8 @@ class LocalTransport:
     def job_path(self, local_job: Path) -> str:
         return str(local_job)
 
-    def input_path(self, shard: Shard) -> str:
-        return str(shard.file.path)
+    def input_path(self, piece: Piece) -> str:
+        return str(piece.file.path)
 
     def spawn_worker(self, index: int, on_message: OnMessage) -> LocalWorker:
         slot = f"{self.name}/{index}"

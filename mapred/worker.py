@@ -5,7 +5,7 @@ requests on stdin, events on the original stdout (user code's prints are sent to
 cannot corrupt the protocol). Requests:
 
     {"op": "init", "job": PATH, "params": {...}, "reducers": R, "seed": S, "scratch": DIR}
-    {"op": "map", "task", "attempt", "path", "rel", "start", "end", "gzip"}
+    {"op": "map", "task", "attempt", "pieces": [{"path", "rel", "start", "end", "gzip"}...]}
     {"op": "reduce", "task", "attempt", "partition", "inputs": [PATH...], "out": PATH}
     {"op": "drop", "paths": [PATH...]}          remove files/dirs of discarded attempts
     {"op": "quit"}
@@ -109,11 +109,12 @@ class Worker:
 
     def _map(self, msg: dict[str, Any]) -> dict[str, Any]:
         from mapred import paths
-        from mapred.mapper import MapSpec, run_map
+        from mapred.mapper import MapSpec, PieceSpec, run_map
 
         assert self.scratch is not None
-        spec = MapSpec(msg["task"], msg["attempt"], msg["path"], msg["rel"], int(msg["start"]),
-                       int(msg["end"]), bool(msg["gzip"]))
+        pieces = tuple(PieceSpec(p["path"], p["rel"], int(p["start"]), int(p["end"]),
+                                 bool(p["gzip"])) for p in msg["pieces"])
+        spec = MapSpec(msg["task"], msg["attempt"], pieces)
         out_dir = paths.map_attempt_dir(self.scratch, spec.attempt)
         result = run_map(self.job, spec, out_dir, self.reducers, self.seed,
                          _Progress(self.channel, spec.attempt))
