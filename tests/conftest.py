@@ -1,0 +1,37 @@
+"""Fixtures shared by the unit tests (helpers live in mrtest.py)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import pytest
+from mrtest import AWKWARD_FILES, real_text_files
+
+
+@pytest.fixture(scope="session")
+def real_text() -> list[Path]:
+    """Real text files from Debian packages: fortunes, and the GCIDE dictionary (gzip/dictzip)."""
+    return real_text_files()
+
+
+@pytest.fixture(scope="session")
+def awkward_corpus(tmp_path_factory: pytest.TempPathFactory, real_text: list[Path]) -> Path:
+    """A corpus with every awkward input the engine must handle, plus real text."""
+    root = tmp_path_factory.mktemp("awkward") / "corpus"
+    for name, data in AWKWARD_FILES.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    (root / os.fsdecode(b"latin1-\xe9t\xe9.txt")).write_bytes(b"non utf8 file name error\n")
+    (root / "fortunes.txt").write_bytes(real_text[0].read_bytes())
+    with gzip.open(root / "fortunes-copy.gz", "wb") as f:
+        f.write(real_text[0].read_bytes()[:200_000])
+    return root
+
+
+@pytest.fixture()
+def state_env(tmp_path: Path) -> dict[str, str]:
+    """Keep run journals and locks of a test inside its tmp dir."""
+    return {"XDG_STATE_HOME": str(tmp_path / "state")}
