@@ -19,7 +19,9 @@ from mapred.errors import Interrupted, MapredError, UsageError
 
 app = typer.Typer(
     name="mapred",
-    help="Run map/reduce jobs over large text corpora on this machine or a few LAN hosts.",
+    help="Run map/reduce jobs over large text corpora on this machine or a few LAN hosts.\n\n"
+    "Exit codes: 0 success, 1 the job failed, 2 usage or configuration error, 3 no usable "
+    "hosts, 75 another run holds the output lock, 130/143 interrupted.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -42,9 +44,8 @@ def _main(
 ) -> None:
     """Run map/reduce jobs over large text corpora on this machine or a few LAN hosts.
 
-    Exit codes: 0 success, 1 the job failed, 2 usage or configuration error, 3 no usable
-    hosts, 75 another run holds the output lock, 130/143 interrupted.
-    """
+    Exit codes: 0 success, 1 the job failed, 2 usage or configuration error, 3 no usable hosts, 75 another run holds the output lock, 130/143 interrupted.
+    """  # noqa: E501 - typer keeps docstring line breaks
 
 
 def parse_size(text: str) -> int:
@@ -73,11 +74,11 @@ def run(
         "-o", "--output", help="Output directory: part-NNNNN files and _SUCCESS.",
         show_default=False)],
     hosts: Annotated[Optional[Path], typer.Option(
-        "--hosts", help="hosts.toml naming the machines to use [default: ./hosts.toml if it "
-        "exists, else this machine with all its cores].", show_default=False)] = None,
+        "--hosts", help="hosts.toml naming the machines to use.",
+        show_default="./hosts.toml if it exists, else this machine with all its cores")] = None,
     reducers: Annotated[Optional[int], typer.Option(
-        "--reducers", "-r", min=1, help="Number of reducers (part files) [default: total "
-        "cores].", show_default=False)] = None,
+        "--reducers", "-r", min=1, help="Number of reducers (part files).",
+        show_default="total cores")] = None,
     param: Annotated[Optional[list[str]], typer.Option(
         "-p", "--param", help="KEY=VALUE passed to the job's init(params); repeatable.",
         show_default=False)] = None,
@@ -89,16 +90,15 @@ def run(
     max_attempts: Annotated[int, typer.Option(
         "--max-attempts", min=1, help="Attempts per task before the job fails.")] = 4,
     state_dir: Annotated[Optional[Path], typer.Option(
-        "--state-dir", help="Run journals and locks [default: $XDG_STATE_HOME/mapred or "
-        "~/.local/state/mapred].", show_default=False)] = None,
+        "--state-dir", help="Where run journals and locks live.",
+        show_default="$XDG_STATE_HOME/mapred or ~/.local/state/mapred")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
 ) -> None:
     """Run JOB over CORPUS and write OUTPUT/part-NNNNN and OUTPUT/_SUCCESS.
 
-    The output appears only when the whole job succeeded; a failed or interrupted run leaves
-    no output (or the old one untouched).
-    """
+    The output appears only when the whole job succeeded; a failed or interrupted run leaves no output (or the old one untouched).
+    """  # noqa: E501 - typer keeps docstring line breaks
     from mapred import job as jobmod
     from mapred.runner import RunConfig
 
@@ -208,33 +208,23 @@ def main() -> None:
     except KeyboardInterrupt:
         _report(Interrupted(2))
         sys.exit(130)
-    except _click_exceptions() as e:
-        _click_report(e)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        _report(Interrupted(2))
+        sys.exit(130)
+    except Exception as e:
+        show = getattr(e, "show", None)  # click's (or typer's bundled click's) usage errors
+        if show is None:
+            raise
+        show()
+        sys.exit(2 if getattr(e, "exit_code", 1) == 2 else 1)
 
 
 def _report(e: MapredError) -> None:
     print(f"mapred: error: {e.message}", file=sys.stderr)
     if e.detail:
         print(e.detail, file=sys.stderr)
-
-
-def _click_exceptions() -> tuple[type[BaseException], ...]:
-    import click
-
-    return (click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit)
-
-
-def _click_report(e: BaseException) -> None:
-    import click
-
-    if isinstance(e, click.exceptions.Exit):
-        sys.exit(e.exit_code)
-    if isinstance(e, click.exceptions.Abort):
-        print("mapred: error: interrupted", file=sys.stderr)
-        sys.exit(130)
-    assert isinstance(e, click.exceptions.ClickException)
-    e.show()
-    sys.exit(2 if e.exit_code == 2 else 1)
 
 
 if __name__ == "__main__":

@@ -194,9 +194,12 @@ def _run_init(job: Job, params: dict[str, str]) -> None:
         return
     try:
         result = init(dict(params))
+    except ValueError as e:  # the documented way to reject a parameter: no traceback
+        raise JobLoadError(f"{job.path}: init(params) failed: {e}") from None
     except Exception as e:  # noqa: BLE001 - user code
         raise JobLoadError(
-            f"{job.path}: init(params) failed: {e}", detail=user_traceback(e, job.path)
+            f"{job.path}: init(params) raised {type(e).__name__}: {e}",
+            detail=user_traceback(e, job.path),
         ) from None
     if job.tier == "numba" and result is not None:
         job.extra = tuple(result) if isinstance(result, (tuple, list)) else (result,)

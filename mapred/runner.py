@@ -14,6 +14,7 @@ import queue
 import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,7 @@ class Runner:
         self.counters: dict[str, int] = {}
         self.host_stats: dict[str, dict[str, float]] = {}
         self.attempt_info: dict[str, dict[str, Any]] = {}
+        self.pending_assign: dict[str, scheduler.Assign] = {}  # map attempts being staged
         self.journal: Journal | None = None
         self.staging: Path | None = None
         self.shards: dict[str, Shard] = {}
@@ -194,6 +196,12 @@ class Runner:
             return scheduler.SlotReady(slot, host)
         if ev == "init_failed":
             raise JobLoadError(msg["error"], detail=msg.get("detail"))
+        if ev == "staged":
+            ins = self.pending_assign.pop(msg["attempt"], None)
+            if ins is not None:
+                self._send(ins, {"op": "map", "task": ins.task, "attempt": ins.attempt,
+                                 "pieces": msg["pieces"]})
+            return None
         if ev == "progress":
             self.progress.advance(int(msg["bytes"]))
             return None
@@ -241,22 +249,40 @@ class Runner:
         info: dict[str, Any] = {"task": ins.task, "kind": ins.kind, "attempt": ins.attempt,
                                 "host": host, "slot": int(ins.slot.rsplit("/", 1)[1]),
                                 "backup": False, "t0": time.monotonic()}
+        self.attempt_info[ins.attempt] = info
         if ins.kind == scheduler.MAP:
+            self.pending_assign[ins.attempt] = ins
             shard = self.shards[ins.task]
             info["shard"] = _shard_info(shard)
-            pieces = [{"path": transport.input_path(p), "rel": p.file.rel, "start": p.start,
-                       "end": p.end, "gzip": p.file.gzip} for p in shard.pieces]
-            msg = {"op": "map", "task": ins.task, "attempt": ins.attempt, "pieces": pieces}
+            fut = transport.prepare(shard)
+            fut.add_done_callback(lambda f, ins=ins: self._staged(ins, f))
         else:
             info["partition"] = ins.partition
             out = transport.reduce_output(self.staging, ins.partition, ins.attempt)
             info["out"] = out
-            msg = {"op": "reduce", "task": ins.task, "attempt": ins.attempt,
-                   "partition": ins.partition, "inputs": [p for _, p in ins.inputs], "out": out}
-        self.attempt_info[ins.attempt] = info
+            self._send(ins, {"op": "reduce", "task": ins.task, "attempt": ins.attempt,
+                             "partition": ins.partition, "out": out,
+                             "inputs": transport.reduce_inputs(list(ins.inputs))})
+
+    def _staged(self, ins: scheduler.Assign, fut: Future[list[dict[str, Any]]]) -> None:
+        """Called on any thread when a map input is in place: hand it to the main loop."""
+        error = fut.exception()
+        if error is not None:
+            self.events.put((ins.slot, {"ev": "failed", "attempt": ins.attempt,
+                                        "error": f"staging the input failed: {error}"}))
+        else:
+            self.events.put((ins.slot, {"ev": "staged", "attempt": ins.attempt,
+                                        "pieces": fut.result()}))
+
+    def _send(self, ins: scheduler.Assign, msg: dict[str, Any]) -> None:
+        assert self.journal is not None
+        info = self.attempt_info[ins.attempt]
+        info["t0"] = time.monotonic()
         self.journal.event("task_start", **{k: v for k, v in info.items()
                                             if k not in ("t0", "out")})
-        self.workers[ins.slot].send(msg)
+        worker = self.workers.get(ins.slot)
+        if worker is not None:
+            worker.send(msg)
 
     def _commit(self, ins: scheduler.Commit) -> None:
         assert self.staging is not None

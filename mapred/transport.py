@@ -15,12 +15,13 @@ import subprocess
 import sys
 import tempfile
 import threading
+from concurrent.futures import Future
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from mapred import paths
-from mapred.shards import Piece
+from mapred.shards import Shard
 
 OnMessage = Callable[[str, dict[str, Any] | None], None]  # (slot, message or None at exit)
 
@@ -39,7 +40,14 @@ class Transport(Protocol):
 
     def start(self, run_id: str) -> None: ...
     def job_path(self, local_job: Path) -> str: ...
-    def input_path(self, piece: Piece) -> str: ...
+    def prepare(self, shard: Shard) -> Future[list[dict[str, Any]]]:
+        """Make the shard's bytes available on the host (maybe in the background); the future's
+        result is the ``pieces`` list of the map request: path (on the host), rel, start, end,
+        gzip."""
+        ...
+    def reduce_inputs(self, inputs: list[tuple[str, str]]) -> list[Any]:
+        """The ``inputs`` field of a reduce request for map outputs ``(host, path)``."""
+        ...
     def spawn_worker(self, index: int, on_message: OnMessage) -> WorkerHandle: ...
     def reduce_output(self, staging: Path, partition: int, attempt: str) -> str: ...
     def collect(self, remote: str, target: Path) -> None: ...
@@ -126,8 +134,15 @@ class LocalTransport:
     def job_path(self, local_job: Path) -> str:
         return str(local_job)
 
-    def input_path(self, piece: Piece) -> str:
-        return str(piece.file.path)
+    def prepare(self, shard: Shard) -> Future[list[dict[str, Any]]]:
+        """Local input is read in place: the future is already resolved."""
+        fut: Future[list[dict[str, Any]]] = Future()
+        fut.set_result([{"path": str(p.file.path), "rel": p.file.rel, "start": p.start,
+                         "end": p.end, "gzip": p.file.gzip} for p in shard.pieces])
+        return fut
+
+    def reduce_inputs(self, inputs: list[tuple[str, str]]) -> list[Any]:
+        return [path for _, path in inputs]
 
     def spawn_worker(self, index: int, on_message: OnMessage) -> LocalWorker:
         slot = f"{self.name}/{index}"

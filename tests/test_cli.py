@@ -1,0 +1,241 @@
+"""The command line as a user meets it: exit codes, one-line errors, atomic output, signals."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from mrtest import ROOT, read_output, run_mapred
+
+from mapred import paths
+
+
+@pytest.fixture()
+def corpus(tmp_path: Path) -> Path:
+    c = tmp_path / "corpus"
+    c.mkdir()
+    (c / "a.txt").write_bytes(b"b a b\nc\n")
+    (c / "b.txt").write_bytes(b"a\n")
+    return c
+
+
+def job_file(tmp_path: Path, source: str, name: str = "userjob.py") -> Path:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(source))
+    return p
+
+
+def error_of(proc: subprocess.CompletedProcess) -> str:
+    err = proc.stderr.decode()
+    assert "Traceback" not in err.split("\n", 1)[0]
+    return err
+
+
+def assert_one_line_error(proc, code: int, *needles: str) -> None:
+    err = proc.stderr.decode()
+    assert proc.returncode == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("mapred: error: ")
+    for n in needles:
+        assert n in lines[0], err
+
+
+def test_success_writes_parts_and_success_marker(corpus, tmp_path, state_env):
+    out = tmp_path / "out"
+    proc = run_mapred("run", "wordcount", corpus, "-o", out, "-r", "2", env=state_env)
+    assert read_output(out) == {b"a": b"2", b"b": b"2", b"c": b"1"}
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "part-00000", "part-00001"]
+    assert b"\r" not in proc.stderr  # no terminal: no progress bar
+    assert not list(tmp_path.glob(".out.mapred-*"))  # no staging left behind
+
+
+@pytest.mark.parametrize("args,code,needles", [
+    (["run", "wordcount", "{tmp}/missing", "-o", "{tmp}/o"], 2, ["corpus not found", "missing"]),
+    (["run", "nosuchjob", "{corpus}", "-o", "{tmp}/o"], 2, ["nosuchjob", "bundled"]),
+    (["run", "{tmp}/nope.py", "{corpus}", "-o", "{tmp}/o"], 2, ["job module not found"]),
+    (["run", "wordcount", "{corpus}", "-o", "{tmp}/o", "-p", "novalue"], 2, ["KEY=VALUE"]),
+    (["run", "wordcount", "{corpus}", "-o", "{corpus}/inside"], 2, ["overlap"]),
+    (["run", "wordcount", "{corpus}", "-o", "{tmp}/no/parent"], 2, ["parent"]),
+    (["run", "grep", "{corpus}", "-o", "{tmp}/o"], 2, ["grep.py", "missing parameter: pattern"]),
+    (["run", "grep", "{corpus}", "-o", "{tmp}/o", "-p", "pattern=("], 2, ["not a valid"]),
+    (["run", "ngrams", "{corpus}", "-o", "{tmp}/o", "-p", "n=x"], 2, ["parameter n"]),
+    (["run", "wordcount", "{corpus}", "-o", "{tmp}/o", "--shard-size", "lots"], 2, ["size"]),
+    (["run", "wordcount", "{corpus}", "-o", "{tmp}/o", "--hosts", "{tmp}/h.toml"], 2,
+     ["h.toml"]),
+])
+def test_usage_errors_are_one_line_exit_2(args, code, needles, corpus, tmp_path, state_env):
+    args = [a.format(tmp=tmp_path, corpus=corpus) for a in args]
+    proc = run_mapred(*args, check=False, env=state_env)
+    assert_one_line_error(proc, code, *needles)
+    assert not (tmp_path / "o").exists()
+
+
+def test_malformed_hosts_file_names_file_host_and_key(corpus, tmp_path, state_env):
+    hosts = tmp_path / "hosts.toml"
+    hosts.write_text('[[host]]\nname = "a"\naddress = "local"\ncorez = 2\n')
+    proc = run_mapred("run", "wordcount", corpus, "-o", tmp_path / "o", "--hosts", hosts,
+                      check=False, env=state_env)
+    assert_one_line_error(proc, 2, "hosts.toml", "'a'", "corez")
+
+
+def test_existing_output_refused_then_overwritten_atomically(corpus, tmp_path, state_env):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old").write_text("keep me")
+    proc = run_mapred("run", "wordcount", corpus, "-o", out, check=False, env=state_env)
+    assert_one_line_error(proc, 2, "output exists", "--overwrite")
+    assert (out / "old").read_text() == "keep me"
+    run_mapred("run", "wordcount", corpus, "-o", out, "--overwrite", env=state_env)
+    assert not (out / "old").exists()
+    assert read_output(out)[b"a"] == b"2"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("source,needles", [
+    ("def mapper(line):\n    yield line,\n  x = (\n", ["userjob.py:3", "syntax error"]),
+    ("def mapper(line):\n    yield line, 1\n", ["userjob.py", "no reducer()"]),
+    ("x = 1\n", ["userjob.py", "neither"]),
+    ("import json\nraise RuntimeError('bad import')\n", ["userjob.py", "bad import"]),
+    ("from numba import njit\nAGGREGATE = 'avg'\n@njit\ndef scan(b, p, s, e, v):\n"
+     "    return 0, len(b)\n", ["AGGREGATE", "'avg'"]),
+])
+def test_broken_job_modules_exit_2_naming_the_file(source, needles, corpus, tmp_path,
+                                                   state_env):
+    job = job_file(tmp_path, source)
+    proc = run_mapred("run", job, corpus, "-o", tmp_path / "o", check=False, env=state_env)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    first = err.splitlines()[0]
+    assert first.startswith("mapred: error: ")
+    for n in needles:
+        assert n in first, err
+    if "bad import" in source:
+        assert 'userjob.py", line 2' in err  # the user's own traceback follows
+    assert not (tmp_path / "o").exists()
+
+
+def test_mapper_raising_fails_with_shard_and_user_traceback(tmp_path, state_env):
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "big.txt").write_bytes(b"fine\n" * 1000 + b"poison\n" + b"fine\n" * 1000)
+    job = job_file(tmp_path, """\
+        def mapper(line):
+            if line == b"poison":
+                raise ValueError("cannot digest " + line.decode())
+            yield line, 1
+
+        def reducer(key, values):
+            yield key, sum(values)
+    """)
+    proc = run_mapred("run", job, corpus, "-o", tmp_path / "o", "--shard-size", "4K",
+                      "--max-attempts", "2", check=False, env=state_env)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    first = err.splitlines()[0]
+    assert re.search(r"\(big.txt bytes \d+-\d+\) failed 2 times", first), first
+    assert "ValueError: cannot digest poison" in first
+    assert "record at byte 5000 of big.txt" in first
+    assert 'userjob.py", line 3, in mapper' in err
+    assert "mapred/" not in err.split("Traceback", 1)[1]  # only the user's frames
+    assert not (tmp_path / "o").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.")]
+
+
+def test_numba_scan_out_of_bounds_is_a_user_error(corpus, tmp_path, state_env):
+    job = job_file(tmp_path, """\
+        from numba import njit
+        AGGREGATE = "max"
+
+        @njit(cache=True)
+        def scan(buf, pos, starts, ends, values):
+            starts[0] = 0
+            ends[0] = len(buf) + 10
+            values[0] = 1
+            return 1, len(buf)
+    """)
+    proc = run_mapred("run", job, corpus, "-o", tmp_path / "o", "--max-attempts", "1",
+                      check=False, env=state_env)
+    assert proc.returncode == 1
+    assert "key span outside its buffer" in proc.stderr.decode()
+
+
+def test_help_is_complete():
+    for args in (["--help"], ["run", "--help"]):
+        proc = run_mapred(*args)
+        out = proc.stdout.decode()
+        assert "Usage:" in out
+    run_help = run_mapred("run", "--help").stdout.decode()
+    for option in ("--output", "--hosts", "--reducers", "--param", "--overwrite"):
+        assert option in run_help
+    assert "Exit codes" in run_mapred("--help").stdout.decode()
+
+
+def test_second_run_on_locked_output_exits_75(corpus, tmp_path, state_env):
+    out = tmp_path / "out"
+    lock = paths.lock_file(Path(state_env["XDG_STATE_HOME"]) / "mapred", out.resolve())
+    lock.parent.mkdir(parents=True)
+    with open(lock, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        proc = run_mapred("run", "wordcount", corpus, "-o", out, check=False, env=state_env)
+    assert_one_line_error(proc, 75, "another mapred run", str(out))
+    assert not out.exists()
+    run_mapred("run", "wordcount", corpus, "-o", out, env=state_env)  # lock released
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if "mapred.worker" in (entry / "cmdline").read_bytes().decode(errors="replace") \
+                    and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_leaves_no_output_no_scratch_no_workers(signum, code, tmp_path, state_env):
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "a.txt").write_bytes(b"x\n" * 200)
+    job = job_file(tmp_path, """\
+        import time
+        def mapper(line):
+            time.sleep(0.05)
+            yield line, 1
+        def reducer(key, values):
+            yield key, sum(values)
+    """)
+    env = {**os.environ, **state_env, "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "mapred.cli", "run", str(job), str(corpus),
+                             "-o", str(tmp_path / "o")], cwd=ROOT, env=env,
+                            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not _children_of(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    workers = _children_of(proc.pid)
+    assert workers, "workers did not start"
+    time.sleep(1.0)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == code, err
+    assert err.decode().strip().splitlines()[-1].startswith("mapred: error: ")
+    assert not (tmp_path / "o").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert list((tmp_path / "tmp").iterdir()) == []  # scratch removed
+    time.sleep(0.2)
+    assert [p for p in workers if Path(f"/proc/{p}").exists()
+            and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]] == []
