@@ -156,7 +156,7 @@ def _transports(hosts_file: Path | None, cfg: Any) -> list[Any]:
         cores = host.cores or os.cpu_count() or 1
         log_dir = cfg.state / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        transports.append(LocalTransport(host.name, cores, log_dir, _worker_env()))
+        transports.append(LocalTransport(host.name, cores, log_dir, _worker_env(), host.memory))
     return transports
 
 

@@ -20,7 +20,10 @@ from mapred.partition import partition_of, to_key, write_plain_run
 
 BATCH = 16384  # pairs per scan() call: the span arrays stay in L2
 GZIP_PIECE = 64 << 20  # decompressed bytes per numba buffer for gzip input
-PLAIN_SPILL_ITEMS = 2_000_000  # pairs held before the plain tier spills a run
+DEFAULT_BUDGET = 512 << 20  # bytes of map-side state per worker before it spills a run
+TABLE_BYTES_PER_KEY = 64  # numba key table: slot, offsets, value, hash and growth headroom
+PLAIN_BYTES_PER_KEY = 120  # plain tier: dict entry, bytes object and list overhead
+PLAIN_BYTES_PER_VALUE = 40
 
 
 class UserCodeError(Exception):
@@ -62,6 +65,9 @@ class _Outputs:
 
     directory: Path
     result: MapResult
+    nparts: int = 1
+    seed: int = 0
+    budget: int = DEFAULT_BUDGET
 
     def path(self, partition: int) -> Path:
         runs = self.result.outputs.setdefault(partition, [])
@@ -77,17 +83,22 @@ Progress = Callable[[int], None]
 
 
 def run_map(
-    job: Job, spec: MapSpec, out_dir: Path, nparts: int, seed: int, progress: Progress
+    job: Job, spec: MapSpec, out_dir: Path, nparts: int, seed: int, progress: Progress,
+    budget: int = DEFAULT_BUDGET,
 ) -> MapResult:
-    """Run one map attempt; write its runs under ``out_dir``."""
+    """Run one map attempt; write its runs under ``out_dir``.
+
+    Map-side state (the key table, or the plain tier's groups) is written out as sorted runs
+    whenever it passes ``budget`` bytes, so memory stays bounded whatever the key count.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    outs = _Outputs(out_dir, MapResult())
-    for key in ("bytes_in", "records", "pairs", "keys", "bytes_out"):
+    outs = _Outputs(out_dir, MapResult(), nparts, seed, budget)
+    for key in ("bytes_in", "records", "pairs", "keys", "bytes_out", "spills"):
         outs.add(key, 0)
     if job.tier == "numba":
-        _map_numba(job, spec, outs, nparts, seed, progress)
+        _map_numba(job, spec, outs, progress)
     else:
-        _map_plain(job, spec, outs, nparts, seed, progress)
+        _map_plain(job, spec, outs, progress)
     for runs in outs.result.outputs.values():
         for p in runs:
             outs.add("bytes_out", Path(p).stat().st_size)
@@ -152,9 +163,7 @@ def _gzip_pieces(path: str) -> Iterator[Any]:
         yield np.frombuffer(carry, dtype=np.uint8)
 
 
-def _map_numba(
-    job: Job, spec: MapSpec, outs: _Outputs, nparts: int, seed: int, progress: Progress
-) -> None:
+def _map_numba(job: Job, spec: MapSpec, outs: _Outputs, progress: Progress) -> None:
     import numpy as np
 
     from mapred import kernels
@@ -164,18 +173,21 @@ def _map_numba(
     for buf, segments in _numba_buffers(spec):
         table = kernels.KeyTable(buf, agg)
         for a, b, piece in segments:
-            _scan_segment(job, buf[a:b] if len(segments) > 1 else buf, a, piece, table,
-                          arrays, outs, progress)
+            view = buf[a:b] if len(segments) > 1 else buf
+            table = _scan_segment(job, view, a, piece, table, arrays, outs, progress)
         lines = int(kernels.count_byte(buf, 10))
         ends_open = sum(1 for a, b, _ in segments if b > a and buf[b - 1] != 10)
         outs.add("records", lines + ends_open)
         outs.add("bytes_in", len(buf))
-        _flush_table(table, outs, nparts, seed, agg)
+        _flush_table(table, outs, agg)
 
 
 def _scan_segment(job: Job, view: Any, base: int, piece: PieceSpec, table: Any,
-                  arrays: tuple[Any, Any, Any], outs: _Outputs, progress: Progress) -> None:
-    """Run the job's scan over one file's bytes; spans are shifted by ``base`` into ``buf``."""
+                  arrays: tuple[Any, Any, Any], outs: _Outputs, progress: Progress) -> Any:
+    """Run the job's scan over one file's bytes; spans are shifted by ``base`` into the
+    table's buffer. Returns the table in use at the end (a full one is flushed and replaced)."""
+    from mapred import kernels
+
     starts, ends, values = arrays
     n = len(view)
     pos = 0
@@ -188,6 +200,9 @@ def _scan_segment(job: Job, view: Any, base: int, piece: PieceSpec, table: Any,
                 ends[:k] += base
             table.add_batch(starts, ends, values, k)
             outs.add("pairs", k)
+            if len(table) * TABLE_BYTES_PER_KEY > outs.budget:
+                _flush_table(table, outs, table.agg)
+                table = kernels.KeyTable(table.buf, table.agg)
         if new <= pos and new != n:
             raise UserCodeError(
                 f"scan() did not advance (pos {pos} -> {new}) in {piece.describe()}",
@@ -195,6 +210,7 @@ def _scan_segment(job: Job, view: Any, base: int, piece: PieceSpec, table: Any,
             )
         progress(min(new, n) - pos)
         pos = new
+    return table
 
 
 def _call_scan(job: Job, buf: Any, pos: int, starts: Any, ends: Any,
@@ -224,12 +240,13 @@ def _check_spans(starts: Any, ends: Any, k: int, n: int, piece: PieceSpec) -> No
         )
 
 
-def _flush_table(table: Any, outs: _Outputs, nparts: int, seed: int, agg: int) -> None:
+def _flush_table(table: Any, outs: _Outputs, agg: int) -> None:
     from mapred import kernels
 
     if len(table) == 0:
         return
-    for p, run in enumerate(table.partitions(nparts, seed)):
+    outs.add("spills", 1)
+    for p, run in enumerate(table.partitions(outs.nparts, outs.seed)):
         if len(run[1]):
             kernels.write_run(outs.path(p), run, agg)
             outs.add("keys", len(run[1]))
@@ -261,9 +278,7 @@ def _plain_records(piece: PieceSpec) -> Iterator[tuple[int, bytes]]:
         pos = stop + 1
 
 
-def _map_plain(
-    job: Job, spec: MapSpec, outs: _Outputs, nparts: int, seed: int, progress: Progress
-) -> None:
+def _map_plain(job: Job, spec: MapSpec, outs: _Outputs, progress: Progress) -> None:
     groups: dict[bytes, list[Any]] = {}
     held = 0
     done = 0
@@ -272,9 +287,10 @@ def _map_plain(
             bucket = groups.get(k)
             if bucket is None:
                 groups[k] = [value]
+                held += PLAIN_BYTES_PER_KEY + len(k)
             else:
                 bucket.append(value)
-            held += 1
+            held += PLAIN_BYTES_PER_VALUE
         outs.add("records", 1)
         size = len(record) + 1
         outs.add("bytes_in", size)
@@ -282,11 +298,11 @@ def _map_plain(
         if done >= 1 << 20:
             progress(done)
             done = 0
-        if held >= PLAIN_SPILL_ITEMS:
-            _spill(job, groups, outs, nparts, seed)
+        if held >= outs.budget:
+            _spill(job, groups, outs)
             groups, held = {}, 0
     progress(done)
-    _spill(job, groups, outs, nparts, seed)
+    _spill(job, groups, outs)
 
 
 def _all_records(spec: MapSpec) -> Iterator[tuple[PieceSpec, int, bytes]]:
@@ -314,13 +330,15 @@ def _user_error(fn: str, e: Exception, job: Job, where: str) -> UserCodeError:
                          user_traceback(e, job.path))
 
 
-def _spill(job: Job, groups: dict[bytes, list[Any]], outs: _Outputs, nparts: int,
-           seed: int) -> None:
+def _spill(job: Job, groups: dict[bytes, list[Any]], outs: _Outputs) -> None:
     """Combine (if the job has a combiner), partition and write one sorted run per partition."""
-    parts: list[list[tuple[bytes, Any]]] = [[] for _ in range(nparts)]
+    if not groups:
+        return
+    outs.add("spills", 1)
+    parts: list[list[tuple[bytes, Any]]] = [[] for _ in range(outs.nparts)]
     for key, values in groups.items():
         for k, v in _combine(job, key, values):
-            parts[partition_of(k, seed, nparts)].append((k, v))
+            parts[partition_of(k, outs.seed, outs.nparts)].append((k, v))
     for p, pairs in enumerate(parts):
         if pairs:
             pairs.sort(key=lambda kv: kv[0])

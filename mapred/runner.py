@@ -143,7 +143,8 @@ class Runner:
                 self.workers[worker.slot] = worker
                 self.slot_host[worker.slot] = t.name
                 worker.send({"op": "init", "job": t.job_path(cfg.job), "params": cfg.params,
-                             "reducers": reducers, "seed": cfg.seed, "scratch": t.scratch})
+                             "reducers": reducers, "seed": cfg.seed, "scratch": t.scratch,
+                             "slots": t.cores, "memory": _per_worker(t.memory, t.cores)})
         self.journal.event("phase", phase="map")
         self._loop(sched)
         self.journal.event("phase", phase="commit")
@@ -364,10 +365,15 @@ class Runner:
                 "pairs": c.get("map_pairs", 0), "keys_out": c.get("reduce_keys_out", 0),
                 "bytes_out": c.get("reduce_bytes_out", 0), "shuffle_bytes":
                 c.get("map_bytes_out", 0), "map_tasks": nshards, "reduce_tasks": reducers,
-                "retries": 0, "backups": 0, "hosts_lost": 0,
+                "spills": c.get("map_spills", 0), "retries": 0, "backups": 0, "hosts_lost": 0,
             },
             "hosts": self.host_stats,
         })
+
+
+def _per_worker(memory: int | None, cores: int) -> int | None:
+    """A host's memory budget (hosts.toml ``memory``) split among its workers."""
+    return None if memory is None else max(1 << 20, memory // max(1, cores))
 
 
 def _shard_info(shard: Shard) -> dict[str, Any]:

@@ -37,6 +37,7 @@ class WorkerHandle(Protocol):
 class Transport(Protocol):
     name: str
     cores: int
+    memory: int | None  # map-side memory budget for the whole host (hosts.toml), or None
 
     def start(self, run_id: str) -> None: ...
     def job_path(self, local_job: Path) -> str: ...
@@ -115,9 +116,11 @@ class LocalWorker:
 class LocalTransport:
     """This machine, no SSH: the embedded default."""
 
-    def __init__(self, name: str, cores: int, log_dir: Path, env: dict[str, str]) -> None:
+    def __init__(self, name: str, cores: int, log_dir: Path, env: dict[str, str],
+                 memory: int | None = None) -> None:
         self.name = name
         self.cores = cores
+        self.memory = memory
         self.log_dir = log_dir
         self.env = env
         self._scratch: Path | None = None

@@ -4,7 +4,8 @@ The coordinator starts one worker per core it uses on a host and talks to it wit
 requests on stdin, events on the original stdout (user code's prints are sent to stderr so they
 cannot corrupt the protocol). Requests:
 
-    {"op": "init", "job": PATH, "params": {...}, "reducers": R, "seed": S, "scratch": DIR}
+    {"op": "init", "job": PATH, "params": {...}, "reducers": R, "seed": S, "scratch": DIR,
+     "slots": WORKERS_ON_THIS_HOST, "memory": BYTES_PER_WORKER or null}
     {"op": "map", "task", "attempt", "pieces": [{"path", "rel", "start", "end", "gzip"}...]}
     {"op": "reduce", "task", "attempt", "partition", "inputs": [PATH...], "out": PATH}
     {"op": "drop", "paths": [PATH...]}          remove files/dirs of discarded attempts
@@ -57,6 +58,7 @@ class Worker:
         self.scratch: Path | None = None
         self.reducers = 1
         self.seed = 0
+        self.budget = 0
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -83,6 +85,7 @@ class Worker:
         self.scratch = Path(msg["scratch"])
         self.reducers = int(msg["reducers"])
         self.seed = int(msg["seed"])
+        self.budget = int(msg.get("memory") or _default_budget(int(msg.get("slots", 1))))
         try:
             self.job = jobmod.load(Path(msg["job"]), dict(msg.get("params", {})))
         except MapredError as e:
@@ -117,7 +120,7 @@ class Worker:
         spec = MapSpec(msg["task"], msg["attempt"], pieces)
         out_dir = paths.map_attempt_dir(self.scratch, spec.attempt)
         result = run_map(self.job, spec, out_dir, self.reducers, self.seed,
-                         _Progress(self.channel, spec.attempt))
+                         _Progress(self.channel, spec.attempt), self.budget)
         outputs = {str(p): runs for p, runs in result.outputs.items()}
         return {"outputs": outputs, "counters": result.counters}
 
@@ -150,6 +153,16 @@ class _Progress:
             self.channel.send("progress", attempt=self.attempt, bytes=self.pending)
             self.pending = 0
             self.last = now
+
+
+def _default_budget(slots: int) -> int:
+    """Map-side memory per worker: an eighth of this host's memory shared by its workers,
+    between 64 MiB and 1 GiB."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        total = 4 << 30
+    return max(64 << 20, min(1 << 30, total // 8 // max(1, slots)))
 
 
 def _remove(path: Path) -> None:

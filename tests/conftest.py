@@ -35,3 +35,12 @@ def awkward_corpus(tmp_path_factory: pytest.TempPathFactory, real_text: list[Pat
 def state_env(tmp_path: Path) -> dict[str, str]:
     """Keep run journals and locks of a test inside its tmp dir."""
     return {"XDG_STATE_HOME": str(tmp_path / "state")}
+
+
+@pytest.fixture(scope="session")
+def dictionary_sample(tmp_path_factory: pytest.TempPathFactory, real_text: list[Path]) -> Path:
+    """3 MB of the GCIDE dictionary as a plain file: real text with many distinct keys."""
+    path = tmp_path_factory.mktemp("gcide") / "gcide-3M.txt"
+    with gzip.open(real_text[1], "rb") as f:
+        path.write_bytes(f.read(3 << 20))
+    return path

@@ -112,3 +112,24 @@ def test_logfield_counts_a_field(tmp_path, state_env):
         want = Counter(r.split()[int(field)].encode() for r in rows
                        if len(r.split()) > int(field))
         assert got == {k: str(v).encode() for k, v in want.items()}
+
+
+@pytest.mark.parametrize("job,params", [("wordcount", []), ("ngrams", ["-p", "n=2"])])
+def test_tiny_memory_budget_spills_and_gives_the_same_output(job, params, dictionary_sample,
+                                                             tmp_path, state_env):
+    """A key set far larger than the budget completes: maps spill sorted runs, reducers merge."""
+    import json
+
+    fortunes = dictionary_sample
+    hosts = tmp_path / "hosts.toml"
+    hosts.write_text('[[host]]\nname = "small"\naddress = "local"\ncores = 2\n'
+                     'memory = "1M"\n')
+    run_mapred("run", job, fortunes, "-o", tmp_path / "roomy", "--reducers", "3", *params,
+               env=state_env)
+    roomy = read_output(tmp_path / "roomy")
+    run_mapred("run", job, fortunes, "-o", tmp_path / "tight", "--hosts", hosts,
+               "--reducers", "3", *params, env=state_env)
+    assert read_output(tmp_path / "tight") == roomy
+    summaries = list(Path(state_env["XDG_STATE_HOME"]).glob("mapred/runs/*/summary.json"))
+    spills = [json.loads(p.read_text())["counters"]["spills"] for p in summaries]
+    assert max(spills) > 4 * min(spills), spills  # the tight run spilled many times
