@@ -31,6 +31,7 @@ log = logging.getLogger("mapred")
 HEARTBEAT_TIMEOUT = 30.0
 DEFAULT_SEED = 0x6D617072  # "mapr"
 DEFAULT_SHARD_LIMIT = 64 << 20
+MAX_RESPAWNS = 8  # fresh workers started in one slot after crashes
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,9 @@ class Runner:
         self.host_stats: dict[str, dict[str, float]] = {}
         self.attempt_info: dict[str, dict[str, Any]] = {}
         self.pending_assign: dict[str, scheduler.Assign] = {}  # map attempts being staged
+        self.slot_index: dict[str, int] = {}
+        self.respawns: dict[str, int] = {}
+        self.reducers = 1
         self.journal: Journal | None = None
         self.staging: Path | None = None
         self.shards: dict[str, Shard] = {}
@@ -135,22 +139,35 @@ class Runner:
         self.staging = output.make_staging(cfg.output, self.run_id)
         self.journal.event("run_start")
         self.progress.start(sum(s.size for s in shards), len(shards))
-        sched = scheduler.Scheduler([s.task for s in shards], reducers, cfg.max_attempts)
+        sched = scheduler.Scheduler([s.task for s in shards], reducers, cfg.max_attempts,
+                                    hosts=list(self.transports))
+        self.reducers = reducers
         for t in self.transports.values():
             t.start(self.run_id)
             for i in range(t.cores):
-                worker = t.spawn_worker(i, self._on_message)
-                self.workers[worker.slot] = worker
-                self.slot_host[worker.slot] = t.name
-                worker.send({"op": "init", "job": t.job_path(cfg.job), "params": cfg.params,
-                             "reducers": reducers, "seed": cfg.seed, "scratch": t.scratch,
-                             "slots": t.cores, "memory": _per_worker(t.memory, t.cores)})
+                self._spawn(t, i)
         self.journal.event("phase", phase="map")
         self._loop(sched)
         self.journal.event("phase", phase="commit")
         self.progress.phase("commit")
         output.commit(self.staging, cfg.output, self.run_id)
         self.staging = None
+
+    def _spawn(self, t: Transport, index: int) -> None:
+        cfg = self.cfg
+        worker = t.spawn_worker(index, self._on_message)
+        self.workers[worker.slot] = worker
+        self.slot_host[worker.slot] = t.name
+        self.slot_index[worker.slot] = index
+        worker.send({"op": "init", "job": t.job_path(cfg.job), "params": cfg.params,
+                     "reducers": self.reducers, "seed": cfg.seed, "scratch": t.scratch,
+                     "slots": t.cores, "memory": _per_worker(t.memory, t.cores)})
+
+    def _respawn(self, slot: str) -> None:
+        """A worker died while its host stays up: start a fresh one in its place (bounded)."""
+        self.respawns[slot] = self.respawns.get(slot, 0) + 1
+        if self.respawns[slot] <= MAX_RESPAWNS:
+            self._spawn(self.transports[self.slot_host[slot]], self.slot_index[slot])
 
     def _on_message(self, slot: str, msg: dict[str, Any] | None) -> None:
         self.events.put((slot, msg))
@@ -173,6 +190,8 @@ class Runner:
             for ins in sched.handle(event):
                 if self._carry_out(ins, sched):
                     return
+            if isinstance(event, scheduler.SlotLost):
+                self._respawn(slot)
             if not reduce_phase and sched.maps_done():
                 reduce_phase = True
                 assert self.journal is not None
@@ -187,6 +206,7 @@ class Runner:
                 self.workers.pop(slot).kill()
                 for ins in sched.handle(scheduler.SlotLost(slot, "worker stopped responding")):
                     self._carry_out(ins, sched)
+                self._respawn(slot)
 
     def _to_event(self, slot: str, msg: dict[str, Any] | None) -> scheduler.Event | None:
         host = self.slot_host[slot]

@@ -137,13 +137,15 @@ Instruction = Assign | Commit | Discard | Finished | Failed | NoHosts
 
 
 class Scheduler:
-    def __init__(self, map_tasks: list[str], reducers: int, max_attempts: int = 4) -> None:
+    def __init__(self, map_tasks: list[str], reducers: int, max_attempts: int = 4,
+                 hosts: list[str] | None = None) -> None:
         self.tasks: dict[str, Task] = {t: Task(t, MAP) for t in map_tasks}
         for r in range(reducers):
             tid = f"r{r:05d}"
             self.tasks[tid] = Task(tid, REDUCE, partition=r)
         self.slots: dict[str, Slot] = {}
         self.lost_hosts: set[str] = set()
+        self.hosts = set(hosts or [])  # every host of the run; all lost -> NoHosts
         self.max_attempts = max_attempts
         self.over = False
         self._attempt_task: dict[str, str] = {}
@@ -221,7 +223,7 @@ class Scheduler:
             self.slots[ev.slot] = slot  # let _failed find it, then drop it again
             self._failed(ev.slot, slot.attempt, ev.reason, None, out)
             self.slots.pop(ev.slot, None)
-        self._check_hosts_left(out)
+        # the host is still up: the runner starts a new worker, which reports SlotReady
 
     def _host_lost(self, ev: HostLost, out: list[Instruction]) -> None:
         self.lost_hosts.add(ev.host)
@@ -237,7 +239,8 @@ class Scheduler:
         self._check_hosts_left(out)
 
     def _check_hosts_left(self, out: list[Instruction]) -> None:
-        if not self.slots and not self.all_done():
+        left = self.hosts - self.lost_hosts if self.hosts else set(self.slots)
+        if not left and not self.all_done():
             self.over = True
             out.append(NoHosts("no usable host left: every worker was lost"))
 

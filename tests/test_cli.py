@@ -239,3 +239,48 @@ def test_interrupt_leaves_no_output_no_scratch_no_workers(signum, code, tmp_path
     time.sleep(0.2)
     assert [p for p in workers if Path(f"/proc/{p}").exists()
             and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]] == []
+
+
+def test_worker_crash_is_retried_then_reported_with_its_shard(tmp_path, state_env):
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "a.txt").write_bytes(b"ok\n" * 100)
+    (corpus / "b.txt").write_bytes(b"ok\ncrash\n")
+    job = job_file(tmp_path, """\
+        import os, sys
+        def mapper(line):
+            if line == b"crash":
+                print("about to die", file=sys.stderr, flush=True)
+                os._exit(7)
+            yield line, 1
+        def reducer(key, values):
+            yield key, sum(values)
+    """)
+    proc = run_mapred("run", job, corpus, "-o", tmp_path / "o", "--shard-size", "100",
+                      "--max-attempts", "3", check=False, env=state_env)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    first = err.splitlines()[-1] if "Traceback" not in err else err.splitlines()[0]
+    assert "b.txt" in first and "failed 3 times" in first, err
+    assert "worker process exited unexpectedly: about to die" in first, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_flaky_worker_crash_recovers(tmp_path, state_env):
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "a.txt").write_bytes(b"x y\n" * 50)
+    marker = tmp_path / "crashed-once"
+    job = job_file(tmp_path, f"""\
+        import os
+        def mapper(line):
+            if not os.path.exists({str(marker)!r}):
+                open({str(marker)!r}, "w").close()
+                os._exit(9)
+            for w in line.split():
+                yield w, 1
+        def reducer(key, values):
+            yield key, sum(values)
+    """)
+    run_mapred("run", job, corpus, "-o", tmp_path / "o", env=state_env)
+    assert read_output(tmp_path / "o") == {b"x": b"50", b"y": b"50"}

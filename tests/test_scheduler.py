@@ -89,8 +89,11 @@ def test_lost_host_reruns_its_running_and_committed_maps_elsewhere():
 
 def test_no_hosts_left_fails_fast():
     h = Harness(maps=2, reducers=1)
+    h.sched.hosts = {"x", "y"}
     h.feed(s.SlotReady("x/0", "x"))
     got = h.feed(s.HostLost("x", "killed"))
+    assert not any(isinstance(i, s.NoHosts) for i in got)  # y has not reported yet, but exists
+    got = h.feed(s.HostLost("y", "unreachable"))
     assert any(isinstance(i, s.NoHosts) for i in got)
 
 
