@@ -92,6 +92,15 @@ def run(
     state_dir: Annotated[Optional[Path], typer.Option(
         "--state-dir", help="Where run journals and locks live.",
         show_default="$XDG_STATE_HOME/mapred or ~/.local/state/mapred")] = None,
+    deadline: Annotated[Optional[str], typer.Option(
+        "--deadline", help="Fail the run cleanly (exit 1) when it takes longer than this: "
+        "90s, 30m, 2h, or seconds.", show_default=False)] = None,
+    metrics_file: Annotated[Optional[Path], typer.Option(
+        "--metrics-file", help="Write Prometheus text-format metrics here at the end "
+        "(atomically; for node_exporter's textfile collector).", show_default=False)] = None,
+    log_format: Annotated[str, typer.Option(
+        "--log-format", help="stderr format: 'text', or 'json' (one JSON object per line, "
+        "no progress bar).")] = "text",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
 ) -> None:
@@ -102,7 +111,28 @@ def run(
     from mapred import job as jobmod
     from mapred.runner import RunConfig
 
-    _setup_logging(quiet, verbose)
+    if log_format not in ("text", "json"):
+        raise UsageError(f"--log-format must be 'text' or 'json', not {log_format!r}")
+    _setup_logging(quiet, verbose, log_format)
+    metrics = _Metrics(metrics_file, job)
+    try:
+        _run(job, corpus, output, hosts, reducers, param, overwrite, shard_size, max_attempts,
+             state_dir, deadline, quiet or log_format == "json", metrics)
+    except MapredError as e:
+        metrics.write(e.exit_code, None)
+        raise
+    except KeyboardInterrupt:
+        metrics.write(130, None)
+        raise
+
+
+def _run(job: str, corpus: Path, output: Path, hosts: Path | None, reducers: int | None,
+         param: list[str] | None, overwrite: bool, shard_size: str, max_attempts: int,
+         state_dir: Path | None, deadline: str | None, no_bar: bool,
+         metrics: _Metrics) -> None:
+    from mapred import job as jobmod
+    from mapred.runner import RunConfig
+
     cfg = RunConfig(
         job=jobmod.resolve(job),
         corpus=corpus,
@@ -113,17 +143,54 @@ def run(
         shard_size=0 if shard_size == "auto" else parse_size(shard_size),
         overwrite=overwrite,
         max_attempts=max_attempts,
+        deadline=parse_duration(deadline) if deadline else None,
         argv=tuple(sys.argv),
     )
-    summary = _execute(cfg, hosts, quiet)
-    if not quiet:
-        c = summary.counters
-        typer.echo(
-            f"mapred: {c.get('map_bytes_in', 0):,} bytes in {summary.shards} shards -> "
-            f"{c.get('reduce_keys_out', 0):,} keys in {summary.reducers} parts, "
-            f"{summary.output}/ in {summary.seconds:.2f}s (run {summary.run_id})",
-            err=True,
-        )
+    runner = _runner(cfg, hosts, no_bar)
+    try:
+        summary = runner.execute()
+    finally:
+        if runner.summary_data is not None:
+            metrics.write(int(runner.summary_data.get("exit_code", 1)), runner.summary_data)
+    c = summary.counters
+    log.info(
+        "%s bytes in %d shards -> %s keys in %d parts, %s/ in %.2fs (run %s)",
+        f"{c.get('map_bytes_in', 0):,}", summary.shards, f"{c.get('reduce_keys_out', 0):,}",
+        summary.reducers, summary.output, summary.seconds, summary.run_id,
+        extra={"event": "run_finished", "fields": {"seconds": round(summary.seconds, 3),
+                                                    "output": str(summary.output)}})
+
+
+class _Metrics:
+    """Writes the --metrics-file once, with the run's summary when there is one."""
+
+    def __init__(self, path: Path | None, job: str) -> None:
+        self.path, self.job, self.written = path, Path(job).stem, False
+
+    def write(self, code: int, summary: dict[str, Any] | None) -> None:
+        if self.path is None or self.written:
+            return
+        from mapred import metrics
+
+        self.written = True
+        try:
+            metrics.write(self.path, self.job, code, summary)
+        except OSError as e:
+            log.error("cannot write metrics file %s: %s", self.path, e.strerror)
+
+
+def parse_duration(text: str) -> float:
+    """``"90s"``, ``"30m"``, ``"2h"``, ``"1d"`` or plain seconds -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    t = text.strip().lower()
+    num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "s")
+    try:
+        value = float(num) * units[unit]
+    except ValueError:
+        raise UsageError(f"not a duration: {text!r} (examples: 90s, 30m, 2h)") from None
+    if value <= 0:
+        raise UsageError(f"duration must be positive: {text!r}")
+    return value
 
 
 def _state(explicit: Path | None) -> Path:
@@ -132,13 +199,12 @@ def _state(explicit: Path | None) -> Path:
     return paths.state_dir(explicit)
 
 
-def _execute(cfg: Any, hosts_file: Path | None, quiet: bool) -> Any:
+def _runner(cfg: Any, hosts_file: Path | None, no_bar: bool) -> Any:
     from mapred.progress import make_progress
     from mapred.runner import Runner
 
     transports = _transports(hosts_file, cfg)
-    progress = make_progress(quiet)
-    return Runner(cfg, transports, progress).execute()
+    return Runner(cfg, transports, make_progress(no_bar))
 
 
 def _transports(hosts_file: Path | None, cfg: Any) -> list[Any]:
@@ -181,10 +247,11 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
-def _setup_logging(quiet: bool, verbose: bool) -> None:
-    level = logging.ERROR if quiet else logging.DEBUG if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="mapred: %(levelname)s: %(message)s",
-                        stream=sys.stderr)
+def _setup_logging(quiet: bool, verbose: bool, fmt: str = "text") -> None:
+    from mapred import logs
+
+    level = logging.ERROR if quiet else logging.DEBUG if verbose else logging.INFO
+    logs.setup(level, fmt)
 
 
 def _register_extras() -> None:
@@ -217,14 +284,32 @@ def main() -> None:
         show = getattr(e, "show", None)  # click's (or typer's bundled click's) usage errors
         if show is None:
             raise
-        show()
-        sys.exit(2 if getattr(e, "exit_code", 1) == 2 else 1)
+        code = 2 if getattr(e, "exit_code", 1) == 2 else 1
+        if _argv_log_format() == "json":
+            from mapred import logs
+
+            fmt_message = getattr(e, "format_message", lambda: str(e))
+            logs.emit_error(fmt_message(), None, code, "json")
+        else:
+            show()
+        sys.exit(code)
 
 
 def _report(e: MapredError) -> None:
-    print(f"mapred: error: {e.message}", file=sys.stderr)
-    if e.detail:
-        print(e.detail, file=sys.stderr)
+    from mapred import logs
+
+    logs.emit_error(e.message, e.detail, e.exit_code, _argv_log_format())
+
+
+def _argv_log_format() -> str | None:
+    """--log-format from argv, for errors raised before the options are parsed."""
+    argv = sys.argv[1:]
+    for i, a in enumerate(argv):
+        if a == "--log-format" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--log-format="):
+            return a.split("=", 1)[1]
+    return None
 
 
 if __name__ == "__main__":

@@ -61,14 +61,17 @@ class LogProgress(Progress):
         self._maybe_log()
 
     def phase(self, name: str) -> None:
-        log.info("phase %s", name)
+        log.debug("phase %s", name, extra={"event": "phase", "fields": {"phase": name}})
 
     def _maybe_log(self) -> None:
         now = time.monotonic()
         if now - self.last >= LOG_EVERY:
             self.last = now
-            log.info("map %d/%d shards, %d/%d bytes", self.done, self.shards,
-                     min(self.bytes, self.total), self.total)
+            done = min(self.bytes, self.total)
+            log.info("map %d/%d shards, %d/%d bytes", self.done, self.shards, done, self.total,
+                     extra={"event": "progress", "fields": {
+                         "shards_done": self.done, "shards": self.shards, "bytes_done": done,
+                         "bytes": self.total}})
 
 
 def make_progress(quiet: bool) -> Progress:

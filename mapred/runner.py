@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from mapred import job as jobmod
-from mapred import output, paths, scheduler
-from mapred.errors import Interrupted, JobLoadError, NoHostsError, TaskError
+from mapred import logs, output, paths, scheduler
+from mapred.errors import Interrupted, JobError, JobLoadError, NoHostsError, TaskError
 from mapred.journal import Journal, new_run_id
 from mapred.shards import Shard, auto_shard_size, list_inputs, plan
 from mapred.transport import Transport, WorkerHandle
@@ -46,6 +46,7 @@ class RunConfig:
     overwrite: bool = False
     max_attempts: int = 4
     seed: int = DEFAULT_SEED
+    deadline: float | None = None  # seconds
     argv: tuple[str, ...] = ()
 
 
@@ -89,6 +90,9 @@ class Runner:
         self.respawns: dict[str, int] = {}
         self.reducers = 1
         self.journal: Journal | None = None
+        self.summary_data: dict[str, Any] | None = None
+        self.failed_attempts = 0
+        self.deadline_at: float | None = None
         self.staging: Path | None = None
         self.shards: dict[str, Shard] = {}
 
@@ -97,6 +101,9 @@ class Runner:
     def execute(self) -> Summary:
         cfg = self.cfg
         started = time.monotonic()
+        if cfg.deadline is not None:
+            self.deadline_at = started + cfg.deadline
+        logs.context["run_id"] = self.run_id
         output.check_output(cfg.output, cfg.corpus, cfg.overwrite)
         jobmod.check_syntax(cfg.job)
         files = list_inputs(cfg.corpus)
@@ -109,6 +116,11 @@ class Runner:
         with output.OutputLock(cfg.state, cfg.output), _signals_raise():
             self.journal = Journal(cfg.state, self.run_id)
             self._write_plan(shards, reducers)
+            log.debug("run %s: %d shards, %d reducers, hosts %s", self.run_id, len(shards),
+                      reducers, ", ".join(self.transports),
+                      extra={"event": "run_started", "fields": {
+                          "job": str(cfg.job), "corpus": str(cfg.corpus), "shards": len(shards),
+                          "reducers": reducers}})
             status, code, error = "failed", 1, None
             try:
                 self._run(shards, reducers)
@@ -178,6 +190,8 @@ class Runner:
         last_seen = {slot: time.monotonic() for slot in self.workers}
         reduce_phase = False
         while True:
+            if self.deadline_at is not None and time.monotonic() > self.deadline_at:
+                raise JobError(f"deadline of {self.cfg.deadline:g}s exceeded; run stopped")
             try:
                 slot, msg = self.events.get(timeout=1.0)
             except queue.Empty:
@@ -230,6 +244,11 @@ class Runner:
             outputs = {int(p): list(v) for p, v in msg.get("outputs", {}).items()}
             return scheduler.AttemptDone(slot, msg["attempt"], outputs, msg.get("counters", {}))
         if ev == "failed":
+            if self.attempt_info.get(msg["attempt"], {}).get("open"):
+                self.failed_attempts += 1
+                log.warning("attempt %s failed on %s: %s", msg["attempt"], host, msg["error"],
+                            extra={"event": "attempt_failed", "fields": {
+                                "attempt": msg["attempt"], "host": host}})
             self._end_attempt(msg["attempt"], "failed", error=msg["error"])
             return scheduler.AttemptFailed(slot, msg["attempt"], msg["error"], msg.get("detail"))
         return None  # "alive" and unknown events only refresh the heartbeat
@@ -269,7 +288,7 @@ class Runner:
         transport = self.transports[host]
         info: dict[str, Any] = {"task": ins.task, "kind": ins.kind, "attempt": ins.attempt,
                                 "host": host, "slot": int(ins.slot.rsplit("/", 1)[1]),
-                                "backup": False, "t0": time.monotonic()}
+                                "backup": False, "t0": time.monotonic(), "open": True}
         self.attempt_info[ins.attempt] = info
         if ins.kind == scheduler.MAP:
             self.pending_assign[ins.attempt] = ins
@@ -300,7 +319,7 @@ class Runner:
         info = self.attempt_info[ins.attempt]
         info["t0"] = time.monotonic()
         self.journal.event("task_start", **{k: v for k, v in info.items()
-                                            if k not in ("t0", "out")})
+                                            if k not in ("t0", "out", "open")})
         worker = self.workers.get(ins.slot)
         if worker is not None:
             worker.send(msg)
@@ -327,8 +346,9 @@ class Runner:
                      counters: dict[str, int] | None = None) -> None:
         assert self.journal is not None
         info = self.attempt_info.get(attempt)
-        if info is None:
+        if info is None or not info.get("open"):
             return
+        info["open"] = False
         c = counters or {}
         self.journal.event(
             "task_end", task=info["task"], kind=info["kind"], attempt=attempt,
@@ -375,7 +395,7 @@ class Runner:
                        nshards: int, reducers: int) -> None:
         assert self.journal is not None
         c = self.counters
-        self.journal.write_json("summary.json", {
+        self.summary_data = {
             "run_id": self.run_id, "job": str(self.cfg.job), "corpus": str(self.cfg.corpus),
             "output": str(self.cfg.output), "status": status, "exit_code": code,
             "started": time.time() - seconds, "ended": time.time(), "duration": seconds,
@@ -385,10 +405,12 @@ class Runner:
                 "pairs": c.get("map_pairs", 0), "keys_out": c.get("reduce_keys_out", 0),
                 "bytes_out": c.get("reduce_bytes_out", 0), "shuffle_bytes":
                 c.get("map_bytes_out", 0), "map_tasks": nshards, "reduce_tasks": reducers,
-                "spills": c.get("map_spills", 0), "retries": 0, "backups": 0, "hosts_lost": 0,
+                "spills": c.get("map_spills", 0), "retries": self.failed_attempts,
+                "backups": 0, "hosts_lost": 0,
             },
             "hosts": self.host_stats,
-        })
+        }
+        self.journal.write_json("summary.json", self.summary_data)
 
 
 def _per_worker(memory: int | None, cores: int) -> int | None:

@@ -1,0 +1,65 @@
+"""``--metrics-file``: Prometheus text-format metrics for node_exporter's textfile collector.
+
+Written with prometheus-client at the end of every run, successful or not, atomically (temporary
+file + rename, as ``write_to_textfile`` does). ``mapred_last_success_timestamp_seconds`` carries
+over from the previous file when this run failed, so an alert can watch its age.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client.parser import text_string_to_metric_families
+
+LAST_SUCCESS = "mapred_last_success_timestamp_seconds"
+
+
+def previous_success(path: Path) -> float | None:
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == LAST_SUCCESS:
+                    return float(sample.value)
+    except ValueError:
+        return None
+    return None
+
+
+def write(path: Path, job: str, exit_code: int, summary: dict[str, Any] | None) -> None:
+    reg = CollectorRegistry()
+    labels = {"job": job}
+    names = list(labels)
+
+    def gauge(name: str, doc: str, value: float) -> None:
+        Gauge(name, doc, names, registry=reg).labels(**labels).set(value)
+
+    c = (summary or {}).get("counters", {})
+    gauge("mapred_run_duration_seconds", "Wall time of the last run.",
+          (summary or {}).get("duration", 0.0))
+    gauge("mapred_exit_status", "Exit code of the last run (0 = success).", exit_code)
+    gauge("mapred_input_bytes", "Bytes read by committed map tasks.", c.get("bytes_in", 0))
+    gauge("mapred_input_records", "Records (lines) read by committed map tasks.",
+          c.get("records_in", 0))
+    gauge("mapred_output_bytes", "Bytes of part files written.", c.get("bytes_out", 0))
+    gauge("mapred_output_records", "Records (keys) in part files.", c.get("keys_out", 0))
+    gauge("mapred_shuffle_bytes", "Bytes of map output (partition runs).",
+          c.get("shuffle_bytes", 0))
+    tasks = Gauge("mapred_tasks", "Committed tasks of the last run.", [*names, "kind"],
+                  registry=reg)
+    tasks.labels(**labels, kind="map").set(c.get("map_tasks", 0))
+    tasks.labels(**labels, kind="reduce").set(c.get("reduce_tasks", 0))
+    gauge("mapred_task_retries", "Task attempts that failed and were retried.",
+          c.get("retries", 0))
+    gauge("mapred_task_backups", "Speculative backup attempts started.", c.get("backups", 0))
+    gauge("mapred_hosts_lost", "Hosts lost during the last run.", c.get("hosts_lost", 0))
+    last = time.time() if exit_code == 0 else previous_success(path)
+    if last is not None:
+        gauge(LAST_SUCCESS, "Unix time of the last successful run.", last)
+    write_to_textfile(str(path), reg)

@@ -1,0 +1,115 @@
+"""Running from cron and scripts: JSON logs, metrics file, deadline, overlapping runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from mrtest import ROOT, read_output, run_mapred
+from prometheus_client.parser import text_string_to_metric_families
+
+SLOW_JOB = """\
+import time
+def mapper(line):
+    time.sleep(0.02)
+    yield line, 1
+def reducer(key, values):
+    yield key, sum(values)
+"""
+
+
+@pytest.fixture()
+def corpus(tmp_path: Path) -> Path:
+    c = tmp_path / "corpus"
+    c.mkdir()
+    (c / "a.txt").write_bytes(b"x y\n" * 20 + b"z\n")
+    return c
+
+
+def metrics(path: Path) -> dict[str, float]:
+    out = {}
+    for family in text_string_to_metric_families(path.read_text()):
+        for sample in family.samples:
+            key = sample.name + ("{kind=%s}" % sample.labels["kind"] if "kind" in sample.labels
+                                 else "")
+            out[key] = sample.value
+    return out
+
+
+def test_json_log_lines_all_parse(corpus, tmp_path, state_env):
+    job = tmp_path / "fails.py"
+    job.write_text("def mapper(l):\n    raise KeyError('nope')\n"
+                   "def reducer(k, v):\n    yield k, 1\n")
+    proc = run_mapred("run", job, corpus, "-o", tmp_path / "o", "--log-format", "json",
+                      "--max-attempts", "2", check=False, env=state_env)
+    assert proc.returncode == 1
+    lines = proc.stderr.decode().splitlines()
+    docs = [json.loads(line) for line in lines]  # every stderr line is a JSON object
+    assert [d["event"] for d in docs] == ["attempt_failed", "attempt_failed", "error"]
+    assert docs[-1]["exit_code"] == 1 and "KeyError" in docs[-1]["detail"]
+    assert all(d["run_id"] == docs[0]["run_id"] for d in docs)
+    ok = run_mapred("run", "wordcount", corpus, "-o", tmp_path / "o2", "--log-format", "json",
+                    env=state_env)
+    assert [json.loads(x)["event"] for x in ok.stderr.decode().splitlines()] == ["run_finished"]
+    usage = run_mapred("run", "wordcount", corpus, "--log-format", "json", check=False,
+                       env=state_env)
+    assert usage.returncode == 2
+    assert json.loads(usage.stderr.decode())["level"] == "error"
+
+
+def test_metrics_file_parses_and_keeps_last_success(corpus, tmp_path, state_env):
+    prom = tmp_path / "mapred.prom"
+    run_mapred("run", "wordcount", corpus, "-o", tmp_path / "o", "--metrics-file", prom,
+               env=state_env)
+    m = metrics(prom)
+    assert m["mapred_exit_status"] == 0
+    assert m["mapred_input_bytes"] == 82 and m["mapred_output_records"] == 3
+    assert m["mapred_tasks{kind=map}"] == 1
+    assert time.time() - m["mapred_last_success_timestamp_seconds"] < 120
+    last = m["mapred_last_success_timestamp_seconds"]
+    proc = run_mapred("run", "wordcount", corpus, "-o", tmp_path / "o", "--metrics-file", prom,
+                      check=False, env=state_env)  # exists: exit 2
+    assert proc.returncode == 2
+    m = metrics(prom)
+    assert m["mapred_exit_status"] == 2
+    assert m["mapred_last_success_timestamp_seconds"] == last
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_deadline_fails_cleanly(corpus, tmp_path, state_env):
+    job = tmp_path / "slow.py"
+    job.write_text(SLOW_JOB.replace("0.02", "0.5"))
+    t0 = time.monotonic()
+    proc = run_mapred("run", job, corpus, "-o", tmp_path / "o", "--deadline", "2s",
+                      check=False, env=state_env)
+    assert proc.returncode == 1
+    assert "deadline of 2s exceeded" in proc.stderr.decode()
+    assert time.monotonic() - t0 < 10
+    assert not (tmp_path / "o").exists()
+
+
+def test_overlapping_runs_second_exits_75_first_untouched(corpus, tmp_path, state_env):
+    job = tmp_path / "slow.py"
+    job.write_text(textwrap.dedent(SLOW_JOB))
+    out = tmp_path / "o"
+    env = {**os.environ, **state_env}
+    first = subprocess.Popen([sys.executable, "-m", "mapred.cli", "run", str(job), str(corpus),
+                              "-o", str(out)], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+    lock_dir = Path(state_env["XDG_STATE_HOME"]) / "mapred" / "locks"
+    deadline = time.monotonic() + 20
+    while not any(lock_dir.glob("*.lock")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    second = run_mapred("run", "wordcount", corpus, "-o", out, check=False, env=state_env)
+    assert second.returncode == 75, second.stderr
+    assert time.monotonic() - t0 < 5  # at once
+    assert first.wait(timeout=60) == 0, first.stderr.read()
+    assert read_output(out) == {b"x y": b"20", b"z": b"1"}
