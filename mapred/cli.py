@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -73,13 +73,13 @@ def run(
     output: Annotated[Path, typer.Option(
         "-o", "--output", help="Output directory: part-NNNNN files and _SUCCESS.",
         show_default=False)],
-    hosts: Annotated[Optional[Path], typer.Option(
+    hosts: Annotated[Path | None, typer.Option(
         "--hosts", help="hosts.toml naming the machines to use.",
         show_default="./hosts.toml if it exists, else this machine with all its cores")] = None,
-    reducers: Annotated[Optional[int], typer.Option(
+    reducers: Annotated[int | None, typer.Option(
         "--reducers", "-r", min=1, help="Number of reducers (part files).",
         show_default="total cores")] = None,
-    param: Annotated[Optional[list[str]], typer.Option(
+    param: Annotated[list[str] | None, typer.Option(
         "-p", "--param", help="KEY=VALUE passed to the job's init(params); repeatable.",
         show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option(
@@ -89,13 +89,13 @@ def run(
         "core about three shards, at most 64M.")] = "auto",
     max_attempts: Annotated[int, typer.Option(
         "--max-attempts", min=1, help="Attempts per task before the job fails.")] = 4,
-    state_dir: Annotated[Optional[Path], typer.Option(
+    state_dir: Annotated[Path | None, typer.Option(
         "--state-dir", help="Where run journals and locks live.",
         show_default="$XDG_STATE_HOME/mapred or ~/.local/state/mapred")] = None,
-    deadline: Annotated[Optional[str], typer.Option(
+    deadline: Annotated[str | None, typer.Option(
         "--deadline", help="Fail the run cleanly (exit 1) when it takes longer than this: "
         "90s, 30m, 2h, or seconds.", show_default=False)] = None,
-    metrics_file: Annotated[Optional[Path], typer.Option(
+    metrics_file: Annotated[Path | None, typer.Option(
         "--metrics-file", help="Write Prometheus text-format metrics here at the end "
         "(atomically; for node_exporter's textfile collector).", show_default=False)] = None,
     log_format: Annotated[str, typer.Option(
@@ -108,8 +108,6 @@ def run(
 
     The output appears only when the whole job succeeded; a failed or interrupted run leaves no output (or the old one untouched).
     """  # noqa: E501 - typer keeps docstring line breaks
-    from mapred import job as jobmod
-    from mapred.runner import RunConfig
 
     if log_format not in ("text", "json"):
         raise UsageError(f"--log-format must be 'text' or 'json', not {log_format!r}")
@@ -213,12 +211,18 @@ def _transports(hosts_file: Path | None, cfg: Any) -> list[Any]:
     if hosts_file is None and Path("hosts.toml").is_file():
         hosts_file = Path("hosts.toml")
     cluster = _load_cluster(hosts_file)
+    remote = [h for h in cluster.hosts if not h.local]
+    if remote:
+        if len(remote) != len(cluster.hosts):
+            raise UsageError(f"{cluster.source}: mixing address = \"local\" with SSH hosts is "
+                             "not supported yet: list this machine by its address instead")
+        from mapred.remote import open_transports
+
+        return list(open_transports(remote, run_state_dir=cfg.state, shuffle=cluster.shuffle,
+                                    accept_new_host_keys=getattr(cfg, "accept_new_host_keys",
+                                                                 False)))
     transports = []
     for host in cluster.hosts:
-        if not host.local:
-            raise UsageError(
-                f"{cluster.source}: host {host.name!r} is a remote host; running on SSH hosts "
-                "is not implemented yet (only address = \"local\")")
         cores = host.cores or os.cpu_count() or 1
         log_dir = cfg.state / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -256,6 +260,12 @@ def _setup_logging(quiet: bool, verbose: bool, fmt: str = "text") -> None:
 
 def _register_extras() -> None:
     try:
+        from mapred import cli_hosts
+    except ImportError:  # pragma: no cover - during development
+        pass
+    else:
+        cli_hosts.register(app)
+    try:
         from mapred import cli_runs
     except ImportError:  # pragma: no cover - during development
         return
@@ -288,8 +298,8 @@ def main() -> None:
         if _argv_log_format() == "json":
             from mapred import logs
 
-            fmt_message = getattr(e, "format_message", lambda: str(e))
-            logs.emit_error(fmt_message(), None, code, "json")
+            message = e.format_message() if hasattr(e, "format_message") else str(e)
+            logs.emit_error(message, None, code, "json")
         else:
             show()
         sys.exit(code)

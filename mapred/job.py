@@ -24,10 +24,11 @@ import inspect
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from mapred.errors import JobLoadError, UsageError
 
@@ -103,7 +104,7 @@ def check_syntax(path: Path) -> None:
 
 def user_traceback(exc: BaseException, path: Path) -> str:
     """The traceback of ``exc`` starting at the first frame inside the user's module."""
-    frames = traceback.extract_tb(exc.__traceback__)
+    frames = list(traceback.extract_tb(exc.__traceback__))
     target = str(path)
     for i, frame in enumerate(frames):
         if frame.filename == target:

@@ -134,7 +134,7 @@ def _numba_buffers(spec: MapSpec) -> Iterator[tuple[Any, list[tuple[int, int, Pi
         size = piece.end - piece.start
         with open(piece.path, "rb") as f:
             f.seek(piece.start)
-            got = f.readinto(memoryview(buf)[at : at + size])
+            got = f.readinto(memoryview(buf)[at : at + size])  # type: ignore[arg-type]
         if got != size:
             raise OSError(f"{piece.rel} changed while being read (expected {size} bytes)")
         segments.append((at, at + size, piece))

@@ -8,6 +8,7 @@ scratch and staging directories, and closes the journal before it returns or rai
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -295,7 +296,7 @@ class Runner:
             shard = self.shards[ins.task]
             info["shard"] = _shard_info(shard)
             fut = transport.prepare(shard)
-            fut.add_done_callback(lambda f, ins=ins: self._staged(ins, f))
+            fut.add_done_callback(functools.partial(self._staged, ins))
         else:
             info["partition"] = ins.partition
             out = transport.reduce_output(self.staging, ins.partition, ins.attempt)

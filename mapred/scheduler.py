@@ -18,7 +18,6 @@ sockets or clocks: the runner feeds it events and carries out what it returns. R
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 MAP, REDUCE = "map", "reduce"
 
@@ -256,7 +255,7 @@ class Scheduler:
             return
         kind = MAP if not self.maps_done() else REDUCE
         pending = [t for t in self.tasks.values() if t.kind == kind and t.state == "pending"]
-        for slot, task in zip(idle, pending):
+        for slot, task in zip(idle, pending, strict=False):
             out.append(self._start(slot, task))
 
     def _start(self, slot: Slot, task: Task) -> Assign:

@@ -148,7 +148,7 @@ def cut_file(f, size: int, shard_size: int) -> list[tuple[int, int]]:  # noqa: A
         if cut > cuts[-1] and cut < size:
             cuts.append(cut)
     cuts.append(size)
-    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+    return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
 
 
 MAX_PACK_FILES = 4096

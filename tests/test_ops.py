@@ -36,7 +36,7 @@ def metrics(path: Path) -> dict[str, float]:
     out = {}
     for family in text_string_to_metric_families(path.read_text()):
         for sample in family.samples:
-            key = sample.name + ("{kind=%s}" % sample.labels["kind"] if "kind" in sample.labels
+            key = sample.name + (f"{{kind={sample.labels['kind']}}}" if "kind" in sample.labels
                                  else "")
             out[key] = sample.value
     return out
