@@ -285,3 +285,27 @@ def test_flaky_worker_crash_recovers(tmp_path, state_env):
     """)
     run_mapred("run", job, corpus, "-o", tmp_path / "o", env=state_env)
     assert read_output(tmp_path / "o") == {b"x": b"50", b"y": b"50"}
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path, state_env, dictionary_sample):
+    import pty
+
+    master, slave = pty.openpty()
+    env = {**os.environ, **state_env, "COLUMNS": "100"}
+    proc = subprocess.Popen([sys.executable, "-m", "mapred.cli", "run", "ngrams",
+                             str(dictionary_sample), "-o", str(tmp_path / "o"), "-p", "n=1"],
+                            cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(timeout=120) == 0
+    os.close(master)
+    assert b"\r" in seen and b"shards" in seen and b"map" in seen, seen[-500:]
