@@ -75,12 +75,14 @@ def make_staging(output: Path, run_id: str) -> Path:
     return staging
 
 
-def commit(staging: Path, output: Path, run_id: str) -> None:
+def commit(staging: Path, output: Path, run_id: str, overwrite: bool) -> None:
     """Write _SUCCESS and move the staging directory into place atomically."""
     marker = staging / SUCCESS
     marker.touch()
     _fsync_dir(staging)
     if os.path.lexists(output):
+        if not overwrite:  # appeared during the run (not by another mapred: that holds the lock)
+            raise UsageError(f"output appeared while the job ran: {output}; result discarded")
         retired = paths.retired_dir(output, run_id)
         if _exchange(staging, output):
             shutil.rmtree(staging)  # staging now holds the old output

@@ -105,16 +105,17 @@ class Runner:
         if cfg.deadline is not None:
             self.deadline_at = started + cfg.deadline
         logs.context["run_id"] = self.run_id
-        output.check_output(cfg.output, cfg.corpus, cfg.overwrite)
-        jobmod.check_syntax(cfg.job)
-        files = list_inputs(cfg.corpus)
-        slots = sum(t.cores for t in self.transports.values())
-        shard_size = cfg.shard_size or auto_shard_size(sum(f.size for f in files), slots,
-                                                       DEFAULT_SHARD_LIMIT)
-        shards = plan(files, shard_size)
-        self.shards = {s.task: s for s in shards}
-        reducers = cfg.reducers or max(1, slots)
         with output.OutputLock(cfg.state, cfg.output), _signals_raise():
+            # checked under the lock: a run that just finished cannot be overwritten by accident
+            output.check_output(cfg.output, cfg.corpus, cfg.overwrite)
+            jobmod.check_syntax(cfg.job)
+            files = list_inputs(cfg.corpus)
+            slots = sum(t.cores for t in self.transports.values())
+            shard_size = cfg.shard_size or auto_shard_size(sum(f.size for f in files), slots,
+                                                           DEFAULT_SHARD_LIMIT)
+            shards = plan(files, shard_size)
+            self.shards = {s.task: s for s in shards}
+            reducers = cfg.reducers or max(1, slots)
             self.journal = Journal(cfg.state, self.run_id)
             self._write_plan(shards, reducers)
             log.debug("run %s: %d shards, %d reducers, hosts %s", self.run_id, len(shards),
@@ -163,7 +164,7 @@ class Runner:
         self._loop(sched)
         self.journal.event("phase", phase="commit")
         self.progress.phase("commit")
-        output.commit(self.staging, cfg.output, self.run_id)
+        output.commit(self.staging, cfg.output, self.run_id, cfg.overwrite)
         self.staging = None
 
     def _spawn(self, t: Transport, index: int) -> None:

@@ -96,7 +96,7 @@ def test_deadline_fails_cleanly(corpus, tmp_path, state_env):
 
 def test_overlapping_runs_second_exits_75_first_untouched(corpus, tmp_path, state_env):
     job = tmp_path / "slow.py"
-    job.write_text(textwrap.dedent(SLOW_JOB))
+    job.write_text(textwrap.dedent(SLOW_JOB.replace("0.02", "0.1")))  # ~4 s of mapping
     out = tmp_path / "o"
     env = {**os.environ, **state_env}
     first = subprocess.Popen([sys.executable, "-m", "mapred.cli", "run", str(job), str(corpus),
