@@ -132,4 +132,4 @@ def test_tiny_memory_budget_spills_and_gives_the_same_output(job, params, dictio
     assert read_output(tmp_path / "tight") == roomy
     summaries = list(Path(state_env["XDG_STATE_HOME"]).glob("mapred/runs/*/summary.json"))
     spills = [json.loads(p.read_text())["counters"]["spills"] for p in summaries]
-    assert max(spills) > 4 * min(spills), spills  # the tight run spilled many times
+    assert max(spills) >= 2 * min(spills), spills  # the tight run spilled several times per task
