@@ -89,6 +89,9 @@ def run(
         "core about three shards, at most 64M.")] = "auto",
     max_attempts: Annotated[int, typer.Option(
         "--max-attempts", min=1, help="Attempts per task before the job fails.")] = 4,
+    speculation: Annotated[bool, typer.Option(
+        "--speculation/--no-speculation", help="Start a backup attempt of straggling tasks "
+        "on idle workers; the first to finish wins.")] = True,
     state_dir: Annotated[Path | None, typer.Option(
         "--state-dir", help="Where run journals and locks live.",
         show_default="$XDG_STATE_HOME/mapred or ~/.local/state/mapred")] = None,
@@ -115,7 +118,7 @@ def run(
     metrics = _Metrics(metrics_file, job)
     try:
         _run(job, corpus, output, hosts, reducers, param, overwrite, shard_size, max_attempts,
-             state_dir, deadline, quiet or log_format == "json", metrics)
+             state_dir, deadline, quiet or log_format == "json", metrics, speculation)
     except MapredError as e:
         metrics.write(e.exit_code, None)
         raise
@@ -127,7 +130,7 @@ def run(
 def _run(job: str, corpus: Path, output: Path, hosts: Path | None, reducers: int | None,
          param: list[str] | None, overwrite: bool, shard_size: str, max_attempts: int,
          state_dir: Path | None, deadline: str | None, no_bar: bool,
-         metrics: _Metrics) -> None:
+         metrics: _Metrics, speculation: bool) -> None:
     from mapred import job as jobmod
     from mapred.runner import RunConfig
 
@@ -142,6 +145,7 @@ def _run(job: str, corpus: Path, output: Path, hosts: Path | None, reducers: int
         overwrite=overwrite,
         max_attempts=max_attempts,
         deadline=parse_duration(deadline) if deadline else None,
+        speculation=speculation,
         argv=tuple(sys.argv),
     )
     runner = _runner(cfg, hosts, no_bar)

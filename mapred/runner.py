@@ -30,6 +30,7 @@ from mapred.transport import Transport, WorkerHandle
 log = logging.getLogger("mapred")
 
 HEARTBEAT_TIMEOUT = 30.0
+TICK_SECONDS = 0.25  # how often time passes for the scheduler when nothing else happens
 DEFAULT_SEED = 0x6D617072  # "mapr"
 DEFAULT_SHARD_LIMIT = 64 << 20
 MAX_RESPAWNS = 8  # fresh workers started in one slot after crashes
@@ -48,6 +49,7 @@ class RunConfig:
     max_attempts: int = 4
     seed: int = DEFAULT_SEED
     deadline: float | None = None  # seconds
+    speculation: bool = True
     argv: tuple[str, ...] = ()
 
 
@@ -79,10 +81,11 @@ class Runner:
         self.transports = {t.name: t for t in transports}
         self.progress = progress or Progress()
         self.run_id = new_run_id()
-        self.events: queue.Queue[tuple[str, dict[str, Any] | None]] = queue.Queue()
+        self.events: queue.Queue[tuple[str, int, dict[str, Any] | None]] = queue.Queue()
         self.workers: dict[str, WorkerHandle] = {}
         self.slot_host: dict[str, str] = {}
-        self.quitting: set[str] = set()
+        self.slot_gen: dict[str, int] = {}  # worker generation per slot: fences retired ones
+        self.last_seen: dict[str, float] = {}
         self.counters: dict[str, int] = {}
         self.host_stats: dict[str, dict[str, float]] = {}
         self.attempt_info: dict[str, dict[str, Any]] = {}
@@ -92,6 +95,7 @@ class Runner:
         self.reducers = 1
         self.journal: Journal | None = None
         self.summary_data: dict[str, Any] | None = None
+        self.sched: scheduler.Scheduler | None = None
         self.failed_attempts = 0
         self.deadline_at: float | None = None
         self.staging: Path | None = None
@@ -153,8 +157,10 @@ class Runner:
         self.staging = output.make_staging(cfg.output, self.run_id)
         self.journal.event("run_start")
         self.progress.start(sum(s.size for s in shards), len(shards))
-        sched = scheduler.Scheduler([s.task for s in shards], reducers, cfg.max_attempts,
-                                    hosts=list(self.transports))
+        policy = scheduler.Policy(max_attempts=cfg.max_attempts, speculation=cfg.speculation)
+        sched = scheduler.Scheduler([s.task for s in shards], reducers,
+                                    hosts=list(self.transports), policy=policy)
+        self.sched = sched
         self.reducers = reducers
         for t in self.transports.values():
             t.start(self.run_id)
@@ -169,10 +175,15 @@ class Runner:
 
     def _spawn(self, t: Transport, index: int) -> None:
         cfg = self.cfg
-        worker = t.spawn_worker(index, self._on_message)
-        self.workers[worker.slot] = worker
-        self.slot_host[worker.slot] = t.name
-        self.slot_index[worker.slot] = index
+        slot = f"{t.name}/{index}"
+        gen = self.slot_gen.get(slot, 0) + 1
+        self.slot_gen[slot] = gen
+        worker = t.spawn_worker(index, functools.partial(self._on_message, gen))
+        assert worker.slot == slot, (worker.slot, slot)
+        self.workers[slot] = worker
+        self.slot_host[slot] = t.name
+        self.slot_index[slot] = index
+        self.last_seen[slot] = time.monotonic()
         worker.send({"op": "init", "job": t.job_path(cfg.job), "params": cfg.params,
                      "reducers": self.reducers, "seed": cfg.seed, "scratch": t.scratch,
                      "slots": t.cores, "memory": _per_worker(t.memory, t.cores)})
@@ -183,29 +194,39 @@ class Runner:
         if self.respawns[slot] <= MAX_RESPAWNS:
             self._spawn(self.transports[self.slot_host[slot]], self.slot_index[slot])
 
-    def _on_message(self, slot: str, msg: dict[str, Any] | None) -> None:
-        self.events.put((slot, msg))
+    def _retire(self, slot: str) -> None:
+        """Kill the worker in ``slot`` on purpose: its exit and late messages are ignored."""
+        self.slot_gen[slot] = self.slot_gen.get(slot, 0) + 1  # fences the old worker
+        worker = self.workers.pop(slot, None)
+        if worker is not None:
+            worker.kill()
+
+    def _on_message(self, gen: int, slot: str, msg: dict[str, Any] | None) -> None:
+        self.events.put((slot, gen, msg))
 
     # --- event loop -------------------------------------------------------------------------
 
     def _loop(self, sched: scheduler.Scheduler) -> None:
-        last_seen = {slot: time.monotonic() for slot in self.workers}
         reduce_phase = False
         while True:
             if self.deadline_at is not None and time.monotonic() > self.deadline_at:
                 raise JobError(f"deadline of {self.cfg.deadline:g}s exceeded; run stopped")
             try:
-                slot, msg = self.events.get(timeout=1.0)
+                slot, gen, msg = self.events.get(timeout=TICK_SECONDS)
             except queue.Empty:
-                self._check_heartbeats(sched, last_seen)
-                continue
-            last_seen[slot] = time.monotonic()
-            event = self._to_event(slot, msg)
-            if event is None:
-                continue
-            for ins in sched.handle(event):
-                if self._carry_out(ins, sched):
+                if self._feed(sched, scheduler.Tick()):
                     return
+                for lost in self._silent_slots():
+                    if self._feed(sched, scheduler.SlotLost(lost, "worker stopped responding")):
+                        return
+                    self._respawn(lost)
+                continue
+            if gen != self.slot_gen.get(slot):
+                continue  # a retired worker: its messages and its exit mean nothing now
+            self.last_seen[slot] = time.monotonic()
+            event = self._to_event(slot, msg)
+            if event is not None and self._feed(sched, event):
+                return
             if isinstance(event, scheduler.SlotLost):
                 self._respawn(slot)
             if not reduce_phase and sched.maps_done():
@@ -214,15 +235,19 @@ class Runner:
                 self.journal.event("phase", phase="reduce")
                 self.progress.phase("reduce")
 
-    def _check_heartbeats(self, sched: scheduler.Scheduler, last_seen: dict[str, float]) -> None:
+    def _feed(self, sched: scheduler.Scheduler, event: scheduler.Event) -> bool:
+        """Hand one event to the scheduler and carry out its instructions; True when over."""
+        for ins in sched.handle(event, time.monotonic()):
+            if self._carry_out(ins, sched):
+                return True
+        return False
+
+    def _silent_slots(self) -> list[str]:
         now = time.monotonic()
-        for slot, seen in list(last_seen.items()):
-            if slot in self.workers and now - seen > HEARTBEAT_TIMEOUT:
-                del last_seen[slot]
-                self.workers.pop(slot).kill()
-                for ins in sched.handle(scheduler.SlotLost(slot, "worker stopped responding")):
-                    self._carry_out(ins, sched)
-                self._respawn(slot)
+        silent = [s for s in self.workers if now - self.last_seen.get(s, now) > HEARTBEAT_TIMEOUT]
+        for slot in silent:
+            self._retire(slot)
+        return silent
 
     def _to_event(self, slot: str, msg: dict[str, Any] | None) -> scheduler.Event | None:
         host = self.slot_host[slot]
@@ -257,7 +282,7 @@ class Runner:
 
     def _worker_exited(self, slot: str) -> scheduler.Event | None:
         worker = self.workers.pop(slot, None)
-        if worker is None or slot in self.quitting:
+        if worker is None:
             return None
         tail = worker.stderr_tail()
         reason = "worker process exited unexpectedly"
@@ -276,6 +301,10 @@ class Runner:
             self._commit(ins)
         elif isinstance(ins, scheduler.Discard):
             self.transports[ins.host].remove(list(ins.paths))
+        elif isinstance(ins, scheduler.Cancel):
+            self._cancel(ins)
+        elif isinstance(ins, scheduler.ExcludeHost):
+            self._exclude(ins)
         elif isinstance(ins, scheduler.Failed):
             raise self._task_error(ins, sched)
         elif isinstance(ins, scheduler.NoHosts):
@@ -284,13 +313,40 @@ class Runner:
             return True
         return False
 
+    def _cancel(self, ins: scheduler.Cancel) -> None:
+        """Kill the losing attempt's worker, drop its files, start a fresh worker."""
+        self._retire(ins.slot)
+        self.pending_assign.pop(ins.attempt, None)
+        self._end_attempt(ins.attempt, "killed", error=ins.reason)
+        self._drop_files(ins.attempt)
+        self._respawn(ins.slot)
+
+    def _exclude(self, ins: scheduler.ExcludeHost) -> None:
+        assert self.journal is not None
+        log.warning("excluding host %s for the rest of the run: %s", ins.host, ins.reason,
+                    extra={"event": "host_excluded", "fields": {"host": ins.host}})
+        self.journal.event("host_excluded", host=ins.host, reason=ins.reason)
+        for slot in [s for s, h in self.slot_host.items() if h == ins.host]:
+            self._retire(slot)
+
+    def _drop_files(self, attempt: str) -> None:
+        """Remove what an attempt that will never commit wrote (its map dir, its part file)."""
+        info = self.attempt_info.get(attempt)
+        if info is None:
+            return
+        transport = self.transports[info["host"]]
+        if info["kind"] == scheduler.MAP:
+            transport.remove([str(paths.map_attempt_dir(Path(transport.scratch), attempt))])
+        elif "out" in info:
+            transport.remove([info["out"]])
+
     def _assign(self, ins: scheduler.Assign) -> None:
         assert self.journal is not None and self.staging is not None
         host = self.slot_host[ins.slot]
         transport = self.transports[host]
         info: dict[str, Any] = {"task": ins.task, "kind": ins.kind, "attempt": ins.attempt,
                                 "host": host, "slot": int(ins.slot.rsplit("/", 1)[1]),
-                                "backup": False, "t0": time.monotonic(), "open": True}
+                                "backup": ins.backup, "t0": time.monotonic(), "open": True}
         self.attempt_info[ins.attempt] = info
         if ins.kind == scheduler.MAP:
             self.pending_assign[ins.attempt] = ins
@@ -309,12 +365,13 @@ class Runner:
     def _staged(self, ins: scheduler.Assign, fut: Future[list[dict[str, Any]]]) -> None:
         """Called on any thread when a map input is in place: hand it to the main loop."""
         error = fut.exception()
+        gen = self.slot_gen.get(ins.slot, 0)
         if error is not None:
-            self.events.put((ins.slot, {"ev": "failed", "attempt": ins.attempt,
-                                        "error": f"staging the input failed: {error}"}))
+            self.events.put((ins.slot, gen, {"ev": "failed", "attempt": ins.attempt,
+                                             "error": f"staging the input failed: {error}"}))
         else:
-            self.events.put((ins.slot, {"ev": "staged", "attempt": ins.attempt,
-                                        "pieces": fut.result()}))
+            self.events.put((ins.slot, gen, {"ev": "staged", "attempt": ins.attempt,
+                                             "pieces": fut.result()}))
 
     def _send(self, ins: scheduler.Assign, msg: dict[str, Any]) -> None:
         assert self.journal is not None
@@ -375,7 +432,7 @@ class Runner:
 
     def _shutdown(self) -> None:
         for slot, worker in list(self.workers.items()):
-            self.quitting.add(slot)
+            self.slot_gen[slot] = -1
             worker.send({"op": "quit"})
         for t in self.transports.values():
             t.close()
@@ -408,7 +465,8 @@ class Runner:
                 "bytes_out": c.get("reduce_bytes_out", 0), "shuffle_bytes":
                 c.get("map_bytes_out", 0), "map_tasks": nshards, "reduce_tasks": reducers,
                 "spills": c.get("map_spills", 0), "retries": self.failed_attempts,
-                "backups": 0, "hosts_lost": 0,
+                "backups": self.sched.backups if self.sched else 0,
+                "hosts_lost": len(self.sched.lost_hosts) if self.sched else 0,
             },
             "hosts": self.host_stats,
         }

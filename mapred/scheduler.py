@@ -1,22 +1,32 @@
 """The scheduler: a pure state machine, events in, instructions out.
 
 It knows tasks, attempts and slots (one worker process on one host) and nothing of processes,
-sockets or clocks: the runner feeds it events and carries out what it returns. Rules:
+sockets or clocks: the runner feeds it events stamped with the time and carries out what it
+returns. Rules:
 
 * map tasks first, in plan order, to whichever slot is idle (hosts pull work as they go idle, so a
   host with more cores or faster cores does more); reduce tasks once every map task is committed;
-* every attempt has an id ``<task>.<n>``; an event about an attempt that is not the one running
-  for its task (a late result of a lost or superseded attempt) is ignored: attempts are fenced;
-* the first successful attempt of a task is committed, once; a failed attempt is retried until the
-  task has failed ``max_attempts`` times, then the job fails with that attempt's error;
+* every attempt has an id ``<task>.<n>``; an event about an attempt that is not running for its
+  task (a late result of a lost, cancelled or superseded attempt) is ignored: attempts are fenced;
+* the first successful attempt of a task is committed, once; its other running attempts are
+  cancelled; a failed attempt is retried after an exponential backoff with jitter until the task
+  has failed ``max_attempts`` times, then the job fails with that attempt's error;
+* a host on which attempts of ``exclude_after`` different tasks failed is excluded for the rest of
+  the run, unless it is the last usable host;
+* speculation: when a slot is idle and nothing is pending, the longest-running task of the phase
+  that has run for more than ``speculate_factor`` times the median committed duration gets one
+  backup attempt, preferably on another host;
 * a lost host loses its running attempts (not counted as failures) and its committed map outputs
-  while the reduce phase still needs them: those map tasks run again elsewhere.
+  while the reduce phase still needs them: those map tasks run again elsewhere, and reduce
+  attempts running on their old outputs are cancelled.
 
 ``check_invariants`` states what must hold after every event; the unit tests call it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import statistics
 from dataclasses import dataclass, field
 
 MAP, REDUCE = "map", "reduce"
@@ -30,11 +40,12 @@ class Task:
     state: str = "pending"  # pending | running | done
     attempts: int = 0  # attempts started so far (numbers the next attempt)
     failures: int = 0
-    running: str | None = None  # the attempt currently running
+    running: dict[str, str] = field(default_factory=dict)  # attempt -> slot
+    not_before: float = 0.0  # backoff: no new attempt before this time
     committed: str | None = None
     host: str | None = None  # where the committed attempt ran (and its outputs live)
     outputs: dict[int, list[str]] = field(default_factory=dict)
-    last_error: tuple[str, str | None, str] | None = None  # (message, detail, host)
+    seconds: float = 0.0  # duration of the committed attempt
 
 
 @dataclass
@@ -83,6 +94,20 @@ class HostLost:
     reason: str
 
 
+@dataclass(frozen=True)
+class Tick:
+    """Time passes: backoffs expire, stragglers become visible."""
+
+
+@dataclass(frozen=True)
+class Preloaded:
+    """A map task committed by an earlier run (resume): its outputs live on ``host``."""
+
+    task: str
+    host: str
+    outputs: dict[int, list[str]]
+
+
 # --- instructions ---------------------------------------------------------------------------
 
 
@@ -94,6 +119,7 @@ class Assign:
     attempt: str
     inputs: tuple[tuple[str, str], ...] = ()  # reduce: (host, run file) of every map output
     partition: int = -1
+    backup: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,11 +132,26 @@ class Commit:
 
 
 @dataclass(frozen=True)
+class Cancel:
+    """Stop ``attempt`` on ``slot`` (its worker is replaced) and drop its files."""
+
+    slot: str
+    attempt: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Discard:
     """Files of an attempt that will never be used; the runner removes them on ``host``."""
 
     host: str
     paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ExcludeHost:
+    host: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -131,23 +172,39 @@ class NoHosts:
     reason: str
 
 
-Event = SlotReady | AttemptDone | AttemptFailed | SlotLost | HostLost
-Instruction = Assign | Commit | Discard | Finished | Failed | NoHosts
+Event = SlotReady | AttemptDone | AttemptFailed | SlotLost | HostLost | Tick | Preloaded
+Instruction = (Assign | Commit | Cancel | Discard | ExcludeHost | Finished | Failed | NoHosts)
+
+
+@dataclass(frozen=True)
+class Policy:
+    max_attempts: int = 4
+    backoff: float = 0.5  # seconds before the first retry; doubles, with +-50% jitter
+    backoff_cap: float = 30.0
+    exclude_after: int = 3  # distinct failed tasks that exclude a host
+    speculation: bool = True
+    speculate_factor: float = 1.5
+    speculate_min: float = 2.0  # seconds an attempt must run before it gets a backup
 
 
 class Scheduler:
     def __init__(self, map_tasks: list[str], reducers: int, max_attempts: int = 4,
-                 hosts: list[str] | None = None) -> None:
+                 hosts: list[str] | None = None, policy: Policy | None = None) -> None:
+        self.policy = policy or Policy(max_attempts=max_attempts)
         self.tasks: dict[str, Task] = {t: Task(t, MAP) for t in map_tasks}
         for r in range(reducers):
             tid = f"r{r:05d}"
             self.tasks[tid] = Task(tid, REDUCE, partition=r)
         self.slots: dict[str, Slot] = {}
-        self.lost_hosts: set[str] = set()
         self.hosts = set(hosts or [])  # every host of the run; all lost -> NoHosts
-        self.max_attempts = max_attempts
+        self.lost_hosts: set[str] = set()
+        self.excluded: set[str] = set()
+        self.host_failed_tasks: dict[str, set[str]] = {}
         self.over = False
+        self.now = 0.0
         self._attempt_task: dict[str, str] = {}
+        self.started_at: dict[str, float] = {}
+        self.backups = 0
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -157,14 +214,19 @@ class Scheduler:
     def all_done(self) -> bool:
         return all(t.state == "done" for t in self.tasks.values())
 
+    def usable_hosts(self) -> set[str]:
+        known = self.hosts or {s.host for s in self.slots.values()}
+        return known - self.lost_hosts - self.excluded
+
     # --- events -----------------------------------------------------------------------------
 
-    def handle(self, event: Event) -> list[Instruction]:
+    def handle(self, event: Event, now: float = 0.0) -> list[Instruction]:
+        self.now = max(self.now, now)
         if self.over:
             return []
         out: list[Instruction] = []
         if isinstance(event, SlotReady):
-            if event.host not in self.lost_hosts:
+            if event.host not in self.lost_hosts and event.host not in self.excluded:
                 self.slots[event.slot] = Slot(event.slot, event.host)
         elif isinstance(event, AttemptDone):
             self._done(event, out)
@@ -174,74 +236,119 @@ class Scheduler:
             self._slot_lost(event, out)
         elif isinstance(event, HostLost):
             self._host_lost(event, out)
+        elif isinstance(event, Preloaded):
+            self._preloaded(event)
         if not self.over:
             self._schedule(out)
         return out
 
     def _current(self, slot_id: str, attempt: str) -> Task | None:
-        """The task whose running attempt is ``attempt`` on ``slot_id``, else None (fenced)."""
+        """The task for which ``attempt`` is running on ``slot_id``, else None (fenced)."""
         slot = self.slots.get(slot_id)
         task = self.tasks.get(self._attempt_task.get(attempt, ""))
-        if slot is None or slot.attempt != attempt or task is None or task.running != attempt:
+        if slot is None or slot.attempt != attempt or task is None:
             return None
-        return task
+        return task if task.running.get(attempt) == slot_id else None
+
+    def _release(self, task: Task, attempt: str) -> None:
+        slot = self.slots.get(task.running.pop(attempt, ""))
+        if slot is not None and slot.attempt == attempt:
+            slot.attempt = None
+        if not task.running and task.state == "running":
+            task.state = "pending"
 
     def _done(self, ev: AttemptDone, out: list[Instruction]) -> None:
         task = self._current(ev.slot, ev.attempt)
         if task is None:
             return
         slot = self.slots[ev.slot]
-        slot.attempt = None
-        task.running = None
-        task.state = "done"
-        task.committed = ev.attempt
-        task.host = slot.host
+        self._release(task, ev.attempt)
+        task.state, task.committed, task.host = "done", ev.attempt, slot.host
         task.outputs = dict(ev.outputs)
+        task.seconds = self.now - self.started_at.get(ev.attempt, self.now)
         out.append(Commit(task.id, task.kind, ev.attempt, slot.host, dict(ev.counters)))
+        for other, other_slot in list(task.running.items()):
+            self._release(task, other)
+            self.slots.pop(other_slot, None)  # its worker is replaced: a new SlotReady comes
+            out.append(Cancel(other_slot, other, f"{ev.attempt} finished first"))
 
     def _failed(self, slot_id: str, attempt: str, error: str, detail: str | None,
                 out: list[Instruction]) -> None:
         task = self._current(slot_id, attempt)
         if task is None:
             return
-        slot = self.slots[slot_id]
-        slot.attempt = None
-        task.running = None
-        task.state = "pending"
+        host = self.slots[slot_id].host
+        self._release(task, attempt)
         task.failures += 1
-        task.last_error = (error, detail, slot.host)
-        if task.failures >= self.max_attempts:
+        if task.failures >= self.policy.max_attempts:
             self.over = True
-            out.append(Failed(task.id, slot.host, error, detail))
+            out.append(Failed(task.id, host, error, detail))
+            return
+        task.not_before = self.now + self._backoff(task)
+        self.host_failed_tasks.setdefault(host, set()).add(task.id)
+        self._maybe_exclude(host, out)
+
+    def _backoff(self, task: Task) -> float:
+        base = min(self.policy.backoff_cap, self.policy.backoff * 2 ** (task.failures - 1))
+        digest = hashlib.sha256(f"{task.id}.{task.failures}".encode()).digest()
+        jitter = 0.5 + digest[0] / 255  # deterministic: 0.5 .. 1.5
+        return base * jitter
+
+    def _maybe_exclude(self, host: str, out: list[Instruction]) -> None:
+        failed = self.host_failed_tasks.get(host, set())
+        if len(failed) < self.policy.exclude_after or host in self.excluded:
+            return
+        if self.usable_hosts() - {host} == set():
+            return  # never exclude the last host: the tasks' own attempt limits decide
+        self.excluded.add(host)
+        out.append(ExcludeHost(host, f"attempts of {len(failed)} different tasks failed there"))
+        self._drop_host(host)
 
     def _slot_lost(self, ev: SlotLost, out: list[Instruction]) -> None:
-        slot = self.slots.pop(ev.slot, None)
+        slot = self.slots.get(ev.slot)
         if slot is None:
             return
         if slot.attempt is not None:
-            self.slots[ev.slot] = slot  # let _failed find it, then drop it again
             self._failed(ev.slot, slot.attempt, ev.reason, None, out)
-            self.slots.pop(ev.slot, None)
+        self.slots.pop(ev.slot, None)
         # the host is still up: the runner starts a new worker, which reports SlotReady
 
     def _host_lost(self, ev: HostLost, out: list[Instruction]) -> None:
+        if ev.host in self.lost_hosts:
+            return
         self.lost_hosts.add(ev.host)
-        for sid in [s for s, slot in self.slots.items() if slot.host == ev.host]:
-            slot = self.slots.pop(sid)
-            if slot.attempt is not None:
-                task = self.tasks[self._attempt_task[slot.attempt]]
-                task.running, task.state = None, "pending"
+        self._drop_host(ev.host)
         if not self.all_done():
+            requeued = False
             for task in self.tasks.values():
                 if task.kind == MAP and task.state == "done" and task.host == ev.host:
                     task.state, task.committed, task.host, task.outputs = "pending", None, None, {}
-        self._check_hosts_left(out)
-
-    def _check_hosts_left(self, out: list[Instruction]) -> None:
-        left = self.hosts - self.lost_hosts if self.hosts else set(self.slots)
-        if not left and not self.all_done():
+                    requeued = True
+            if requeued:  # reduces running on incomplete inputs must start over
+                for task in self.tasks.values():
+                    if task.kind == REDUCE:
+                        for attempt, slot in list(task.running.items()):
+                            self._release(task, attempt)
+                            self.slots.pop(slot, None)
+                            out.append(Cancel(slot, attempt, f"map outputs lost with {ev.host}"))
+        if not self.usable_hosts() and not self.all_done():
             self.over = True
-            out.append(NoHosts("no usable host left: every worker was lost"))
+            out.append(NoHosts(f"no usable host left: {ev.host} was the last ({ev.reason})"))
+
+    def _drop_host(self, host: str) -> None:
+        """Forget the host's slots; their running attempts end without counting as failures."""
+        for sid in [s for s, slot in self.slots.items() if slot.host == host]:
+            slot = self.slots.pop(sid)
+            if slot.attempt is not None:
+                task = self.tasks[self._attempt_task[slot.attempt]]
+                task.running.pop(slot.attempt, None)
+                if not task.running and task.state == "running":
+                    task.state = "pending"
+
+    def _preloaded(self, ev: Preloaded) -> None:
+        task = self.tasks[ev.task]
+        task.state, task.committed, task.host = "done", f"{ev.task}.resumed", ev.host
+        task.outputs = dict(ev.outputs)
 
     # --- assignment -------------------------------------------------------------------------
 
@@ -250,44 +357,69 @@ class Scheduler:
             self.over = True
             out.append(Finished())
             return
-        idle = [s for s in self.slots.values() if s.attempt is None]
-        if not idle:
-            return
         kind = MAP if not self.maps_done() else REDUCE
-        pending = [t for t in self.tasks.values() if t.kind == kind and t.state == "pending"]
+        idle = [s for s in self.slots.values() if s.attempt is None]
+        pending = [t for t in self.tasks.values() if t.kind == kind and t.state == "pending"
+                   and t.not_before <= self.now]
         for slot, task in zip(idle, pending, strict=False):
             out.append(self._start(slot, task))
+        idle = idle[len(pending):]
+        if idle and self.policy.speculation and not any(
+                t.kind == kind and t.state == "pending" for t in self.tasks.values()):
+            self._speculate(kind, idle, out)
 
-    def _start(self, slot: Slot, task: Task) -> Assign:
+    def _speculate(self, kind: str, idle: list[Slot], out: list[Instruction]) -> None:
+        done = [t.seconds for t in self.tasks.values() if t.kind == kind and t.state == "done"]
+        if not done:
+            return
+        limit = max(self.policy.speculate_min,
+                    self.policy.speculate_factor * statistics.median(done))
+        candidates = sorted(
+            ((self.started_at[a], t.id) for t in self.tasks.values()
+             if t.kind == kind and t.state == "running" and len(t.running) == 1
+             for a in t.running if self.now - self.started_at[a] > limit),
+        )
+        for _, tid in candidates:
+            task = self.tasks[tid]
+            if not idle:
+                return
+            (first_slot,) = task.running.values()
+            first_host = self.slots[first_slot].host if first_slot in self.slots else ""
+            idle.sort(key=lambda s: s.host == first_host)  # another host first
+            out.append(self._start(idle.pop(0), task, backup=True))
+            self.backups += 1
+
+    def _start(self, slot: Slot, task: Task, backup: bool = False) -> Assign:
         attempt = f"{task.id}.{task.attempts}"
         task.attempts += 1
-        task.state, task.running = "running", attempt
+        task.state = "running"
+        task.running[attempt] = slot.id
         slot.attempt = attempt
         self._attempt_task[attempt] = task.id
+        self.started_at[attempt] = self.now
         if task.kind == MAP:
-            return Assign(slot.id, task.id, MAP, attempt)
+            return Assign(slot.id, task.id, MAP, attempt, backup=backup)
         inputs = tuple(
             (m.host or "", path)
             for m in self.tasks.values()
             if m.kind == MAP
             for path in m.outputs.get(task.partition, [])
         )
-        return Assign(slot.id, task.id, REDUCE, attempt, inputs, task.partition)
+        return Assign(slot.id, task.id, REDUCE, attempt, inputs, task.partition, backup)
 
     # --- invariants -------------------------------------------------------------------------
 
     def check_invariants(self) -> None:
         """Raise AssertionError if the state is inconsistent (used by the tests)."""
-        running = {}
+        running: dict[str, str] = {}
         for task in self.tasks.values():
-            if task.state == "running":
-                assert task.running is not None, task
-                running[task.running] = task.id
-            else:
-                assert task.running is None, task
+            assert (task.state == "running") == bool(task.running), task
+            running.update(task.running)
             if task.state == "done":
                 assert task.committed is not None and task.host is not None, task
+            assert len(task.running) <= 2, task  # at most one backup
         busy = {s.attempt: s.id for s in self.slots.values() if s.attempt is not None}
-        assert set(busy) == set(running), (busy, running)
-        if any(t.kind == REDUCE and t.state != "pending" for t in self.tasks.values()):
+        assert busy == running, (busy, running)
+        if any(t.kind == REDUCE and t.state == "running" for t in self.tasks.values()):
             assert self.maps_done() or self.over, "a reduce ran before every map committed"
+        assert not any(s.host in self.excluded | self.lost_hosts for s in self.slots.values())

@@ -113,3 +113,39 @@ def test_overlapping_runs_second_exits_75_first_untouched(corpus, tmp_path, stat
     assert time.monotonic() - t0 < 5  # at once
     assert first.wait(timeout=60) == 0, first.stderr.read()
     assert read_output(out) == {b"x y": b"20", b"z": b"1"}
+
+
+def test_straggler_gets_a_backup_that_wins(tmp_path, state_env):
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    for i in range(4):
+        (corpus / f"f{i}.txt").write_bytes(b"w%d x\n" % i * 50 + (b"slow\n" if i == 2 else b""))
+    marker = tmp_path / "slow-once"
+    job = tmp_path / "straggle.py"
+    job.write_text(textwrap.dedent(f"""\
+        import os, time
+        def mapper(line):
+            if line == b"slow" and not os.path.exists({str(marker)!r}):
+                open({str(marker)!r}, "w").close()
+                time.sleep(60)  # the first attempt hangs; a backup does not
+            for w in line.split():
+                yield w, 1
+        def reducer(key, values):
+            yield key, sum(values)
+    """))
+    t0 = time.monotonic()
+    run_mapred("run", job, corpus, "-o", tmp_path / "o", "--shard-size", "300", env=state_env)
+    assert time.monotonic() - t0 < 30
+    got = read_output(tmp_path / "o")
+    assert got[b"x"] == b"200" and got[b"slow"] == b"1" and got[b"w2"] == b"50"
+    run_dir = next(Path(state_env["XDG_STATE_HOME"]).glob("mapred/runs/*"))
+    events = [json.loads(x) for x in (run_dir / "events.jsonl").read_text().splitlines()]
+    starts = [e for e in events if e["event"] == "task_start" and e["backup"]]
+    ends = {e["attempt"]: e["outcome"] for e in events if e["event"] == "task_end"}
+    assert len(starts) == 1
+    assert ends[starts[0]["attempt"]] == "ok"
+    assert "killed" in ends.values()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["counters"]["backups"] == 1
+    assert not any(p.name.startswith("mapred-") for p in Path("/tmp").iterdir()
+                   if p.name.endswith(summary["run_id"]))
