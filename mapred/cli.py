@@ -89,6 +89,9 @@ def run(
         "core about three shards, at most 64M.")] = "auto",
     max_attempts: Annotated[int, typer.Option(
         "--max-attempts", min=1, help="Attempts per task before the job fails.")] = 4,
+    resume_run: Annotated[bool, typer.Option(
+        "--resume", help="Continue the last unfinished run on this output (after a crash): "
+        "its committed map tasks whose input and job are unchanged are not run again.")] = False,
     speculation: Annotated[bool, typer.Option(
         "--speculation/--no-speculation", help="Start a backup attempt of straggling tasks "
         "on idle workers; the first to finish wins.")] = True,
@@ -118,7 +121,8 @@ def run(
     metrics = _Metrics(metrics_file, job)
     try:
         _run(job, corpus, output, hosts, reducers, param, overwrite, shard_size, max_attempts,
-             state_dir, deadline, quiet or log_format == "json", metrics, speculation)
+             state_dir, deadline, quiet or log_format == "json", metrics, speculation,
+             resume_run)
     except MapredError as e:
         metrics.write(e.exit_code, None)
         raise
@@ -130,7 +134,7 @@ def run(
 def _run(job: str, corpus: Path, output: Path, hosts: Path | None, reducers: int | None,
          param: list[str] | None, overwrite: bool, shard_size: str, max_attempts: int,
          state_dir: Path | None, deadline: str | None, no_bar: bool,
-         metrics: _Metrics, speculation: bool) -> None:
+         metrics: _Metrics, speculation: bool, resume_run: bool) -> None:
     from mapred import job as jobmod
     from mapred.runner import RunConfig
 
@@ -146,6 +150,7 @@ def _run(job: str, corpus: Path, output: Path, hosts: Path | None, reducers: int
         max_attempts=max_attempts,
         deadline=parse_duration(deadline) if deadline else None,
         speculation=speculation,
+        resume=resume_run,
         argv=tuple(sys.argv),
     )
     runner = _runner(cfg, hosts, no_bar)
@@ -230,7 +235,8 @@ def _transports(hosts_file: Path | None, cfg: Any) -> list[Any]:
         cores = host.cores or os.cpu_count() or 1
         log_dir = cfg.state / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        transports.append(LocalTransport(host.name, cores, log_dir, _worker_env(), host.memory))
+        transports.append(LocalTransport(host.name, cores, log_dir, _worker_env(), host.memory,
+                                         scratch_root=cfg.state / "scratch"))
     return transports
 
 

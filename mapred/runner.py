@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mapred import job as jobmod
-from mapred import logs, output, paths, scheduler
+from mapred import logs, output, paths, resume, scheduler
 from mapred.errors import Interrupted, JobError, JobLoadError, NoHostsError, TaskError
 from mapred.journal import Journal, new_run_id
 from mapred.shards import Shard, auto_shard_size, list_inputs, plan
@@ -50,6 +50,7 @@ class RunConfig:
     seed: int = DEFAULT_SEED
     deadline: float | None = None  # seconds
     speculation: bool = True
+    resume: bool = False
     argv: tuple[str, ...] = ()
 
 
@@ -96,6 +97,10 @@ class Runner:
         self.journal: Journal | None = None
         self.summary_data: dict[str, Any] | None = None
         self.sched: scheduler.Scheduler | None = None
+        self.fingerprint: dict[str, Any] = {}
+        self.previous: resume.Previous | None = None
+        self.resumed_from: str | None = None
+        self.superseded: Path | None = None  # an unfinished earlier run on this output
         self.failed_attempts = 0
         self.deadline_at: float | None = None
         self.staging: Path | None = None
@@ -115,11 +120,22 @@ class Runner:
             jobmod.check_syntax(cfg.job)
             files = list_inputs(cfg.corpus)
             slots = sum(t.cores for t in self.transports.values())
+            found = resume.find_previous(cfg.state, cfg.output)
             shard_size = cfg.shard_size or auto_shard_size(sum(f.size for f in files), slots,
                                                            DEFAULT_SHARD_LIMIT)
+            reducers = cfg.reducers or max(1, slots)
+            if cfg.resume and found is not None:  # same cuts and reducers as the earlier run
+                old = found[1].get("fingerprint") or {}
+                shard_size = cfg.shard_size or old.get("shard_size") or shard_size
+                reducers = cfg.reducers or old.get("reducers") or reducers
             shards = plan(files, shard_size)
             self.shards = {s.task: s for s in shards}
-            reducers = cfg.reducers or max(1, slots)
+            self.fingerprint = resume.job_fingerprint(cfg.job, cfg.params, reducers, cfg.seed,
+                                                      shard_size)
+            if cfg.resume:
+                self.previous = resume.load(cfg.state, cfg.output, self.fingerprint)
+                self.resumed_from = self.previous.run_id if self.previous else None
+            self.superseded = found[0] if found is not None else None
             self.journal = Journal(cfg.state, self.run_id)
             self._write_plan(shards, reducers)
             log.debug("run %s: %d shards, %d reducers, hosts %s", self.run_id, len(shards),
@@ -164,14 +180,43 @@ class Runner:
         self.reducers = reducers
         for t in self.transports.values():
             t.start(self.run_id)
+            self.journal.event("host_scratch", host=t.name, path=t.scratch)
             for i in range(t.cores):
                 self._spawn(t, i)
+        self._preload(sched)
         self.journal.event("phase", phase="map")
         self._loop(sched)
         self.journal.event("phase", phase="commit")
         self.progress.phase("commit")
         output.commit(self.staging, cfg.output, self.run_id, cfg.overwrite)
         self.staging = None
+        self._forget_superseded()
+
+    def _preload(self, sched: scheduler.Scheduler) -> None:
+        """--resume: mark the earlier run's reusable map tasks committed."""
+        if self.previous is None:
+            return
+        reused = 0
+        for shard in self.shards.values():
+            found = self.previous.reusable.get(resume.shard_key(shard))
+            if found is not None and found[0] in self.transports:
+                sched.handle(scheduler.Preloaded(shard.task, found[0], found[1]),
+                             time.monotonic())
+                self.progress.advance(shard.size)
+                self.progress.shard_done()
+                reused += 1
+        self.counters["map_reused"] = reused
+        log.info("resuming run %s: %d of %d map tasks reused", self.previous.run_id, reused,
+                 len(self.shards), extra={"event": "resume", "fields": {
+                     "resumed_from": self.previous.run_id, "reused": reused}})
+
+    def _forget_superseded(self) -> None:
+        """After a success, remove the scratch an earlier unfinished run left for --resume."""
+        if self.superseded is None:
+            return
+        for host, path in resume.scratch_dirs(self.superseded).items():
+            if host in self.transports:
+                self.transports[host].remove([path])
 
     def _spawn(self, t: Transport, index: int) -> None:
         cfg = self.cfg
@@ -399,10 +444,14 @@ class Runner:
         stats["tasks"] += 1
         stats["bytes_in"] += int(ins.counters.get("bytes_in", 0))
         stats["busy_seconds"] += time.monotonic() - info["t0"]
-        self._end_attempt(ins.attempt, "ok", counters=ins.counters)
+        outputs = None
+        if ins.kind == scheduler.MAP and self.sched is not None:
+            outputs = self.sched.tasks[ins.task].outputs
+        self._end_attempt(ins.attempt, "ok", counters=ins.counters, outputs=outputs)
 
     def _end_attempt(self, attempt: str, outcome: str, error: str | None = None,
-                     counters: dict[str, int] | None = None) -> None:
+                     counters: dict[str, int] | None = None,
+                     outputs: dict[int, list[str]] | None = None) -> None:
         assert self.journal is not None
         info = self.attempt_info.get(attempt)
         if info is None or not info.get("open"):
@@ -414,7 +463,7 @@ class Runner:
             host=info["host"], slot=info["slot"], outcome=outcome,
             bytes_in=int(c.get("bytes_in", 0)), bytes_out=int(c.get("bytes_out", 0)),
             records=int(c.get("records", 0)), keys=int(c.get("keys", c.get("keys_out", 0))),
-            error=error)
+            error=error, **({"outputs": outputs} if outputs is not None else {}))
 
     def _task_error(self, ins: scheduler.Failed, sched: scheduler.Scheduler) -> TaskError:
         task = sched.tasks[ins.task]
@@ -443,11 +492,14 @@ class Runner:
         cfg = self.cfg
         self.journal.write_json("plan.json", {
             "run_id": self.run_id, "job": str(cfg.job), "corpus": str(cfg.corpus),
-            "output": str(cfg.output), "argv": list(cfg.argv), "started": time.time(),
+            "output": str(cfg.output), "output_abs": str(cfg.output.resolve()),
+            "argv": list(cfg.argv), "started": time.time(),
             "pid": os.getpid(), "reducers": reducers, "params": cfg.params,
+            "fingerprint": self.fingerprint, "resumed_from": self.resumed_from,
             "hosts": [{"name": t.name, "address": t.name, "cores": t.cores}
                       for t in self.transports.values()],
-            "shards": [{"task": s.task, **_shard_info(s)} for s in shards],
+            "shards": [{"task": s.task, **_shard_info(s), "key": resume.shard_key(s)}
+                       for s in shards],
         })
 
     def _write_summary(self, status: str, code: int, error: str | None, seconds: float,
@@ -465,6 +517,7 @@ class Runner:
                 "bytes_out": c.get("reduce_bytes_out", 0), "shuffle_bytes":
                 c.get("map_bytes_out", 0), "map_tasks": nshards, "reduce_tasks": reducers,
                 "spills": c.get("map_spills", 0), "retries": self.failed_attempts,
+                "maps_reused": c.get("map_reused", 0),
                 "backups": self.sched.backups if self.sched else 0,
                 "hosts_lost": len(self.sched.lost_hosts) if self.sched else 0,
             },

@@ -15,8 +15,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from concurrent.futures import Future
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -117,17 +117,25 @@ class LocalTransport:
     """This machine, no SSH: the embedded default."""
 
     def __init__(self, name: str, cores: int, log_dir: Path, env: dict[str, str],
-                 memory: int | None = None) -> None:
+                 memory: int | None = None, scratch_root: Path | None = None) -> None:
         self.name = name
         self.cores = cores
         self.memory = memory
+        self.scratch_root = scratch_root
         self.log_dir = log_dir
         self.env = env
         self._scratch: Path | None = None
         self.workers: list[LocalWorker] = []
 
     def start(self, run_id: str) -> None:
-        self._scratch = Path(tempfile.mkdtemp(prefix=f"mapred-{run_id}-"))  # mode 0700
+        """Make the run's private scratch directory (0700). It lives under the state directory
+        so that committed map outputs survive a coordinator crash for ``--resume``."""
+        if self.scratch_root is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix=f"mapred-{run_id}-"))
+            return
+        self.scratch_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._scratch = self.scratch_root / run_id
+        self._scratch.mkdir(mode=0o700)
 
     @property
     def scratch(self) -> str:

@@ -236,7 +236,8 @@ def test_interrupt_leaves_no_output_no_scratch_no_workers(signum, code, tmp_path
     assert err.decode().strip().splitlines()[-1].startswith("mapred: error: ")
     assert not (tmp_path / "o").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-    assert list((tmp_path / "tmp").iterdir()) == []  # scratch removed
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert list((tmp_path / "state" / "mapred" / "scratch").iterdir()) == []  # scratch removed
     time.sleep(0.2)
     assert [p for p in workers if Path(f"/proc/{p}").exists()
             and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]] == []

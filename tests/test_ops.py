@@ -149,3 +149,91 @@ def test_straggler_gets_a_backup_that_wins(tmp_path, state_env):
     assert summary["counters"]["backups"] == 1
     assert not any(p.name.startswith("mapred-") for p in Path("/tmp").iterdir()
                    if p.name.endswith(summary["run_id"]))
+
+
+def _events(run_dir: Path) -> list[dict]:
+    out = []
+    for line in (run_dir / "events.jsonl").read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
+
+
+def test_resume_after_coordinator_kill_9_reuses_committed_maps(tmp_path, state_env):
+    import signal
+
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    for i in range(8):
+        (corpus / f"f{i}.txt").write_bytes(b"".join(b"w%d common\n" % j for j in range(12)))
+    job = tmp_path / "slowish.py"
+    job.write_text(SLOW_JOB.replace("0.02", "0.05").replace(
+        "yield line, 1", "for w in line.split():\n        yield w, 1"))
+    out = tmp_path / "o"
+    env = {**os.environ, **state_env}
+    args = [sys.executable, "-m", "mapred.cli", "run", str(job), str(corpus), "-o", str(out),
+            "--shard-size", "100", "--no-speculation"]
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    runs = Path(state_env["XDG_STATE_HOME"]) / "mapred" / "runs"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        dirs = list(runs.glob("*")) if runs.exists() else []
+        done = [e for d in dirs for e in _events(d)
+                if e["event"] == "task_end" and e["outcome"] == "ok" and e["kind"] == "map"]
+        if len(done) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = dirs[0]
+    committed = {e["task"] for e in _events(first)
+                 if e["event"] == "task_end" and e["outcome"] == "ok" and e["kind"] == "map"}
+    total = len(json.loads((first / "plan.json").read_text())["shards"])
+    assert 3 <= len(committed) < total
+    assert not out.exists()
+    time.sleep(1.0)  # the dead coordinator's workers see their stdin close and exit
+    ours = state_env["XDG_STATE_HOME"]  # in the environment of this test's workers only
+    leftover = [p for p in Path("/proc").iterdir() if p.name.isdigit()
+                and "mapred.worker" in _cmdline_env(p) and ours in _cmdline_env(p)]
+    assert leftover == []
+    # the same command line plus --resume: committed maps are not run again
+    run_mapred(*args[3:], "--resume", env=state_env)
+    second = next(d for d in runs.glob("*") if d != first)
+    starts = {e["task"] for e in _events(second)
+              if e["event"] == "task_start" and e["kind"] == "map"}
+    assert starts.isdisjoint(committed)
+    assert len(starts) == total - len(committed)
+    summary = json.loads((second / "summary.json").read_text())
+    assert summary["counters"]["maps_reused"] == len(committed)
+    want = {b"common": b"96", **{b"w%d" % j: b"8" for j in range(12)}}
+    assert read_output(out) == want
+    assert list((runs.parent / "scratch").iterdir()) == []  # both runs' scratch removed
+
+
+def _cmdline_env(proc_dir: Path) -> str:
+    try:
+        return (proc_dir / "cmdline").read_bytes().decode(errors="replace") + \
+            (proc_dir / "environ").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_resume_refuses_when_the_job_changed(tmp_path, state_env):
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "a.txt").write_bytes(b"a b\n")
+    job = tmp_path / "j.py"
+    job.write_text("def mapper(l):\n    raise ValueError('broken')\n"
+                   "def reducer(k, v):\n    yield k, 1\n")
+    out = tmp_path / "o"
+    assert run_mapred("run", job, corpus, "-o", out, "--max-attempts", "1", check=False,
+                      env=state_env).returncode == 1
+    job.write_text("def mapper(l):\n    yield l, 1\ndef reducer(k, v):\n    yield k, 1\n")
+    proc = run_mapred("run", job, corpus, "-o", out, "--resume", check=False, env=state_env)
+    assert proc.returncode == 2
+    assert "job module's code changed" in proc.stderr.decode()
+    run_mapred("run", job, corpus, "-o", out, env=state_env)  # without --resume: fine
+    assert read_output(out) == {b"a b": b"1"}

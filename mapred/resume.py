@@ -1,0 +1,125 @@
+"""``--resume``: continue a run whose coordinator died, reusing its committed map tasks.
+
+Every run records in ``plan.json`` a fingerprint of what its map outputs depend on — the job
+module's bytes, the parameters, reducer count, seed and shard size — and, per shard, its pieces
+with each file's size and modification time; each committed map attempt's ``task_end`` event
+records where its outputs are. A resumed run finds the newest unfinished run that wrote the same
+output, refuses to mix in its work if the job fingerprint changed, and reuses exactly the committed
+map tasks whose shard (file, byte range, size, mtime) is unchanged and whose output files are
+still there. Everything else runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mapred import paths
+from mapred.errors import UsageError
+from mapred.shards import Shard
+
+
+@dataclass(frozen=True)
+class Previous:
+    run_id: str
+    run_dir: Path
+    plan: dict[str, Any]
+    reusable: dict[str, tuple[str, dict[int, list[str]]]]  # shard key -> (host, outputs)
+
+
+def job_fingerprint(job: Path, params: dict[str, str], reducers: int, seed: int,
+                    shard_size: int) -> dict[str, Any]:
+    return {"job_sha256": hashlib.sha256(job.read_bytes()).hexdigest(), "params": params,
+            "reducers": reducers, "seed": seed, "shard_size": shard_size}
+
+
+def shard_key(shard: Shard) -> str:
+    """What a map task's output depends on, besides the job: its pieces and their files."""
+    return json.dumps([[p.file.rel, p.start, p.end, p.file.size, p.file.mtime_ns, p.file.gzip]
+                       for p in shard.pieces])
+
+
+def find_previous(state: Path, output: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest run for ``output`` that did not succeed, with its plan."""
+    runs = paths.run_dir(state, "x").parent
+    if not runs.is_dir():
+        return None
+    target = str(output.resolve())
+    for run_dir in sorted(runs.iterdir(), reverse=True):
+        try:
+            plan = json.loads((run_dir / "plan.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if plan.get("output_abs") != target:
+            continue
+        try:
+            summary = json.loads((run_dir / "summary.json").read_text())
+        except (OSError, ValueError):
+            summary = {}
+        if summary.get("status") == "succeeded":
+            return None  # the last run for this output finished: nothing to resume
+        return run_dir, plan
+    return None
+
+
+def check_compatible(plan: dict[str, Any], fingerprint: dict[str, Any]) -> None:
+    old = plan.get("fingerprint") or {}
+    for key, what in (("job_sha256", "the job module's code"), ("params", "the -p parameters"),
+                      ("reducers", "the number of reducers"), ("seed", "the partition seed")):
+        if old.get(key) != fingerprint[key]:
+            raise UsageError(
+                f"cannot resume run {plan.get('run_id')}: {what} changed since it ran "
+                "(run again without --resume)")
+
+
+def committed_maps(run_dir: Path) -> dict[str, tuple[str, dict[int, list[str]]]]:
+    """task -> (host, outputs) for every committed map attempt in the journal."""
+    out: dict[str, tuple[str, dict[int, list[str]]]] = {}
+    try:
+        lines = (run_dir / "events.jsonl").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by the crash
+        if ev.get("event") == "task_end" and ev.get("kind") == "map" and \
+                ev.get("outcome") == "ok" and "outputs" in ev:
+            out[ev["task"]] = (ev["host"], {int(p): v for p, v in ev["outputs"].items()})
+    return out
+
+
+def load(state: Path, output: Path, fingerprint: dict[str, Any]) -> Previous | None:
+    found = find_previous(state, output)
+    if found is None:
+        return None
+    run_dir, plan = found
+    check_compatible(plan, fingerprint)
+    keys = {s["task"]: s.get("key") for s in plan.get("shards", [])}
+    reusable = {}
+    for task, (host, outputs) in committed_maps(run_dir).items():
+        key = keys.get(task)
+        if key and all(Path(p).is_file() for runs in outputs.values() for p in runs):
+            reusable[key] = (host, outputs)
+    return Previous(plan.get("run_id", run_dir.name), run_dir, plan, reusable)
+
+
+def scratch_dirs(run_dir: Path) -> dict[str, str]:
+    """host -> scratch directory of a run, from its journal."""
+    out: dict[str, str] = {}
+    try:
+        lines = (run_dir / "events.jsonl").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if ev.get("event") == "host_scratch":
+            out[ev["host"]] = ev["path"]
+    return out
