@@ -8,13 +8,15 @@ cannot corrupt the protocol). Requests:
      "slots": WORKERS_ON_THIS_HOST, "memory": BYTES_PER_WORKER or null}
     {"op": "map", "task", "attempt", "pieces": [{"path", "rel", "start", "end", "gzip"}...]}
     {"op": "reduce", "task", "attempt", "partition", "inputs": [PATH...], "out": PATH}
+        (an input may also be {"url": "rsync://...", "host": NAME}: fetched first, see fetch.py)
     {"op": "drop", "paths": [PATH...]}          remove files/dirs of discarded attempts
+    {"op": "preload", "scratch": DIR}           import numba and load the engine kernels now
     {"op": "quit"}
 
 Events: ``ready``/``init_failed``, ``progress``, ``done``, ``failed``, ``alive`` (heartbeat).
 
 Watchdog: when stdin reaches end of file — the coordinator quit, died or its connection dropped —
-the worker removes the run's scratch directory and exits at once, even in the middle of a task.
+the worker removes what its task in flight wrote and exits at once, even in the middle of a task.
 This module imports only the standard library (numpy/numba/mmh3 are imported by the tasks).
 """
 
@@ -59,6 +61,7 @@ class Worker:
         self.reducers = 1
         self.seed = 0
         self.budget = 0
+        self.current: dict[str, Any] | None = None  # the last task request received
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -74,6 +77,11 @@ class Worker:
         elif op == "drop":
             for p in msg.get("paths", []):
                 _remove(Path(p))
+        elif op == "preload":  # sent by SSH transports: warm up while the coordinator plans
+            try:
+                _warm_up(Path(msg["scratch"]))
+            except Exception:  # noqa: BLE001,S110 - best effort; init reports real problems
+                pass
         elif op == "quit":
             return False
         return True
@@ -132,7 +140,12 @@ class Worker:
         assert self.scratch is not None
         tmp = self.scratch / "reduce" / msg["attempt"]
         try:
-            counters = run_reduce(self.job, list(msg["inputs"]), Path(msg["out"]), tmp)
+            inputs = list(msg["inputs"])
+            if not all(isinstance(i, str) for i in inputs):  # remote map outputs: fetch them
+                from mapred.fetch import localize
+
+                inputs = localize(inputs, tmp / "in", self.scratch)
+            counters = run_reduce(self.job, inputs, Path(msg["out"]), tmp)
         finally:
             _remove(tmp)
         os.chmod(msg["out"], _OUTPUT_MODE)
@@ -203,13 +216,32 @@ def _remove(path: Path) -> None:
 
 
 def _read_requests(requests: queue.Queue[dict[str, Any] | None], worker: Worker) -> None:
-    """Feed requests to the main thread; on end of input, clean up and exit at once."""
+    """Feed requests to the main thread; on end of input, clean up and exit at once.
+
+    The coordinator is gone: what the task in flight wrote is removed; committed map outputs of
+    earlier tasks stay for ``mapred run --resume`` (the next run on that output removes them).
+    """
     for line in sys.stdin.buffer:
         if line.strip():
-            requests.put(json.loads(line))
-    if worker.scratch is not None:
-        shutil.rmtree(worker.scratch, ignore_errors=True)
+            msg = json.loads(line)
+            if msg.get("op") in ("map", "reduce"):
+                worker.current = msg
+            requests.put(msg)
+    _remove_in_flight(worker)
     os._exit(0)
+
+
+def _remove_in_flight(worker: Worker) -> None:
+    from mapred import paths
+
+    msg = worker.current
+    if msg is None or worker.scratch is None:
+        return
+    if msg["op"] == "map":
+        _remove(paths.map_attempt_dir(worker.scratch, msg["attempt"]))
+    else:
+        _remove(worker.scratch / "reduce" / msg["attempt"])
+        _remove(Path(msg["out"]))
 
 
 def _heartbeat(channel: Channel) -> None:
