@@ -89,6 +89,9 @@ def run(
         "core about three shards, at most 64M.")] = "auto",
     max_attempts: Annotated[int, typer.Option(
         "--max-attempts", min=1, help="Attempts per task before the job fails.")] = 4,
+    accept_new_host_keys: Annotated[bool, typer.Option(
+        "--accept-new-host-keys", help="Trust and record the key of a host not yet in "
+        "known_hosts (a changed key is always refused).")] = False,
     resume_run: Annotated[bool, typer.Option(
         "--resume", help="Continue the last unfinished run on this output (after a crash): "
         "its committed map tasks whose input and job are unchanged are not run again.")] = False,
@@ -122,7 +125,7 @@ def run(
     try:
         _run(job, corpus, output, hosts, reducers, param, overwrite, shard_size, max_attempts,
              state_dir, deadline, quiet or log_format == "json", metrics, speculation,
-             resume_run)
+             resume_run, accept_new_host_keys)
     except MapredError as e:
         metrics.write(e.exit_code, None)
         raise
@@ -134,7 +137,8 @@ def run(
 def _run(job: str, corpus: Path, output: Path, hosts: Path | None, reducers: int | None,
          param: list[str] | None, overwrite: bool, shard_size: str, max_attempts: int,
          state_dir: Path | None, deadline: str | None, no_bar: bool,
-         metrics: _Metrics, speculation: bool, resume_run: bool) -> None:
+         metrics: _Metrics, speculation: bool, resume_run: bool,
+         accept_new_host_keys: bool) -> None:
     from mapred import job as jobmod
     from mapred.runner import RunConfig
 
@@ -153,7 +157,7 @@ def _run(job: str, corpus: Path, output: Path, hosts: Path | None, reducers: int
         resume=resume_run,
         argv=tuple(sys.argv),
     )
-    runner = _runner(cfg, hosts, no_bar)
+    runner = _runner(cfg, hosts, no_bar, accept_new_host_keys)
     try:
         summary = runner.execute()
     finally:
@@ -206,15 +210,15 @@ def _state(explicit: Path | None) -> Path:
     return paths.state_dir(explicit)
 
 
-def _runner(cfg: Any, hosts_file: Path | None, no_bar: bool) -> Any:
+def _runner(cfg: Any, hosts_file: Path | None, no_bar: bool, accept_new: bool) -> Any:
     from mapred.progress import make_progress
     from mapred.runner import Runner
 
-    transports = _transports(hosts_file, cfg)
+    transports = _transports(hosts_file, cfg, accept_new)
     return Runner(cfg, transports, make_progress(no_bar))
 
 
-def _transports(hosts_file: Path | None, cfg: Any) -> list[Any]:
+def _transports(hosts_file: Path | None, cfg: Any, accept_new: bool = False) -> list[Any]:
     from mapred.transport import LocalTransport
 
     if hosts_file is None and Path("hosts.toml").is_file():
@@ -228,8 +232,7 @@ def _transports(hosts_file: Path | None, cfg: Any) -> list[Any]:
         from mapred.remote import open_transports
 
         return list(open_transports(remote, run_state_dir=cfg.state, shuffle=cluster.shuffle,
-                                    accept_new_host_keys=getattr(cfg, "accept_new_host_keys",
-                                                                 False)))
+                                    accept_new_host_keys=accept_new))
     transports = []
     for host in cluster.hosts:
         cores = host.cores or os.cpu_count() or 1
@@ -269,16 +272,9 @@ def _setup_logging(quiet: bool, verbose: bool, fmt: str = "text") -> None:
 
 
 def _register_extras() -> None:
-    try:
-        from mapred import cli_hosts
-    except ImportError:  # pragma: no cover - during development
-        pass
-    else:
-        cli_hosts.register(app)
-    try:
-        from mapred import cli_runs
-    except ImportError:  # pragma: no cover - during development
-        return
+    from mapred import cli_hosts, cli_runs
+
+    cli_hosts.register(app)
     cli_runs.register(app)
 
 

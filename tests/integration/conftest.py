@@ -5,6 +5,7 @@
 * ``lan_hosts_toml``: a mapred ``hosts.toml`` for ``lan``.
 * ``make_lan(n)``: a factory for extra LANs, torn down when the test ends.
 * ``lan_required``: skip (or, with ``CI`` set, fail) when this machine cannot run a LAN.
+* ``lan_mapred``: this tree's mapred installed into the LAN hosts' venv (its python).
 
 Every test under tests/integration/ gets the ``integration`` marker.
 """
@@ -12,6 +13,7 @@ Every test under tests/integration/ gets the ``integration`` marker.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -62,6 +64,35 @@ def lan(lan_required: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 @pytest.fixture(scope="session")
 def lan_hosts_toml(lan: Lan) -> Path:
     return lan.write_hosts_toml(lan.base_dir / "hosts.toml")
+
+
+def _installed_version(python: str, dist: str) -> str | None:
+    cp = subprocess.run([python, "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],
+                        capture_output=True, text=True, cwd="/")
+    return cp.stdout.strip() if cp.returncode == 0 else None
+
+
+@pytest.fixture(scope="session")
+def lan_mapred(lan: Lan, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """mapred of the current tree installed (non-editable) into the LAN hosts' venv.
+
+    The hosts cannot see the repository: a wheel of the tree as it is now is built once per
+    session and installed with ``pip install --force-reinstall --no-deps``; numpy, numba and
+    mmh3 at this machine's exact versions come from the laptop's pip (the hosts have no
+    internet, the laptop does). Returns the hosts' python.
+    """
+    from mapred.cli_hosts import build_wheel, pinned_requirements
+
+    python = lan.python
+    missing = [r for r in pinned_requirements()
+               if _installed_version(python, r.split("==")[0]) != r.split("==")[1]]
+    pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    if missing:
+        subprocess.run([*pip, *missing], check=True, cwd="/", timeout=900)
+    wheel = build_wheel(tmp_path_factory.mktemp("wheel"))
+    subprocess.run([*pip, "--force-reinstall", "--no-deps", str(wheel)], check=True, cwd="/",
+                   timeout=300)
+    return python
 
 
 @pytest.fixture

@@ -1,0 +1,538 @@
+"""Worker-side helpers of remote runs (standard library only): shuffle fetches and the host agent.
+
+**Shuffle fetch.** A reduce request's ``inputs`` may hold, next to plain local paths, dicts
+``{"url": "rsync://mapred@ADDR:PORT/map/ATTEMPT/pNNNNN-SSSS.run", "host": NAME}``: map outputs on
+another host, served by that host's per-job rsync daemon. :func:`localize` fetches them (one rsync
+per source host, the file list NUL-separated on stdin, the password in ``RSYNC_PASSWORD`` read from
+the run's private ``.shuffle/password`` file, never on a command line) and returns local paths in
+the order of ``inputs`` (the merge order of equal keys must not depend on where a run was made).
+
+**Host agent.** ``python -m mapred.fetch agent`` is started by the coordinator once per run and
+host over SSH. It reads its configuration (work dir, run token, shuffle secret) as the first JSON
+line on stdin, creates the run's private scratch directory (0700), starts the per-job rsync daemon
+(``rsync --daemon --no-detach``, auth users + a 0600 secrets file, read only, rooted at the
+scratch ``map`` directory), reports what the host has (cores, versions, cached shards, free disk),
+then serves small requests (JSON lines) until it is told to stop, its stdin closes (the
+coordinator quit, died, or its connection dropped) or the coordinator stays silent for
+``PING_TIMEOUT`` seconds. Then it kills every process of the run (they carry ``MAPRED_TOKEN`` in
+their environment: workers, the daemon, fetches), removes the scratch directory and exits, so
+nothing of the run is left running, listening or on disk (the shard cache excepted).
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import fcntl
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+SHUFFLE_DIR = ".shuffle"  # under the run's scratch dir: secrets, daemon config and log
+PASSWORD_FILE = "password"  # noqa: S105 - a file name
+SHUFFLE_USER = "mapred"
+SHUFFLE_MODULE = "map"  # the daemon's module: the run's scratch "map" directory
+CACHE_MODULE = "cache"  # and the shard cache, so a host can copy a shard another host has
+TOKEN_ENV = "MAPRED_TOKEN"  # noqa: S105 - no secret: tags every process of a run on a host
+FETCH_TIMEOUT = 120  # rsync --timeout: seconds without I/O before a fetch fails
+FETCH_CONNECT_TIMEOUT = 10
+FETCH_TRIES = 2
+PING_TIMEOUT = 45.0  # agent: seconds without a word from the coordinator before it cleans up
+ALIVE_SECONDS = 2.0
+CACHE_MAX_AGE = 14 * 86400  # cached shards unused this long are evicted at the next run start
+STALE_TEMP_AGE = 86400
+STALE_RUN_AGE = 3600  # a run dir without a live agent lock, older than this, is removed
+MAX_GET = 1 << 20  # agent "get": files up to this size come back inline
+
+_REL_RE = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
+_URL_RE = re.compile(r"(rsync://[^/]+/[^/]+/)(.+)")
+
+
+class FetchError(Exception):
+    """A map output could not be fetched; the message names the source host and rsync's error."""
+
+
+# --- shuffle fetch (reducer side) ------------------------------------------------------------
+
+
+def localize(inputs: list[Any], dest: Path, scratch: Path) -> list[str]:
+    """Local paths for a reduce request's ``inputs``, fetching remote ones into ``dest``."""
+    if all(isinstance(i, str) for i in inputs):
+        return list(inputs)
+    groups: dict[str, list[tuple[int, str]]] = {}
+    labels: dict[str, str] = {}
+    out: list[str] = []
+    for index, item in enumerate(inputs):
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        base, rel = _split_url(str(item["url"]))
+        groups.setdefault(base, []).append((index, rel))
+        labels[base] = str(item.get("host") or base)
+        out.append("")
+    password = _read_password(scratch)
+    targets = {base: dest / f"src{n}" for n, base in enumerate(groups)}
+    with ThreadPoolExecutor(max_workers=min(8, len(groups))) as pool:
+        futures = [pool.submit(_fetch_group, base, [rel for _, rel in items], targets[base],
+                               password, labels[base]) for base, items in groups.items()]
+        for f in futures:
+            f.result()
+    for base, items in groups.items():
+        for index, rel in items:
+            out[index] = str(targets[base] / rel)
+    return out
+
+
+def _split_url(url: str) -> tuple[str, str]:
+    m = _URL_RE.fullmatch(url)
+    if m is None or not _REL_RE.fullmatch(m[2]) or ".." in m[2].split("/"):
+        raise FetchError(f"not a shuffle URL: {url[:200]!r}")
+    return m[1], m[2]
+
+
+def _read_password(scratch: Path) -> str:
+    try:
+        return (scratch / SHUFFLE_DIR / PASSWORD_FILE).read_text().strip()
+    except OSError as e:
+        raise FetchError(f"no shuffle password in the run's scratch dir: {e.strerror}") from e
+
+
+def _fetch_group(base: str, rels: list[str], target: Path, password: str, label: str) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    argv = ["rsync", "-s", f"--timeout={FETCH_TIMEOUT}", f"--contimeout={FETCH_CONNECT_TIMEOUT}",
+            "--files-from=-", "--from0", "--", base, str(target) + "/"]
+    env = dict(os.environ, RSYNC_PASSWORD=password)
+    listing = b"\0".join(r.encode() for r in rels) + b"\0"
+    error = ""
+    for attempt in range(FETCH_TRIES):
+        try:
+            proc = subprocess.run(argv, input=listing, capture_output=True, env=env,
+                                  timeout=FETCH_TIMEOUT * 2)
+        except subprocess.TimeoutExpired:
+            error = f"no answer after {FETCH_TIMEOUT * 2}s"
+            continue
+        except OSError as e:
+            raise FetchError(f"cannot run rsync to fetch map outputs from {label}: {e}") from e
+        if proc.returncode == 0:
+            return
+        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+        error = f"rsync exit {proc.returncode}: {' | '.join(tail)}"
+        if attempt + 1 < FETCH_TRIES:
+            time.sleep(0.5)
+    raise FetchError(f"fetching {len(rels)} map output(s) from host {label} ({base}) failed: "
+                     f"{error}")
+
+
+# --- the host agent --------------------------------------------------------------------------
+
+
+class Agent:
+    """One run on one host: scratch dir, shuffle daemon, cleanup; see the module docstring."""
+
+    def __init__(self, cfg: dict[str, Any], out: Any) -> None:
+        self.out = out
+        self.lock = threading.Lock()
+        self.token = str(cfg["token"])
+        if not re.fullmatch(r"[A-Za-z0-9_-]{8,64}", self.token):
+            raise ValueError("bad run token")
+        self.workdir = Path(os.path.expanduser(str(cfg["workdir"]))).absolute()
+        self.scratch = self.workdir / "runs" / self.token
+        self.cache = self.workdir / "cache"
+        self.jobs = self.workdir / "jobs"
+        self.secret = str(cfg.get("secret") or "")
+        self.shuffle = str(cfg.get("shuffle") or "")
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self.daemon_info: dict[str, Any] | None = None
+        self.lock_fd: int | None = None
+        self.stopping = False
+
+    # --- start --------------------------------------------------------------------------------
+
+    def start(self) -> dict[str, Any]:
+        os.umask(0o077)
+        os.environ[TOKEN_ENV] = self.token  # inherited by the daemon: killed with the run
+        self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for d in (self.workdir / "runs", self.cache, self.jobs):
+            d.mkdir(exist_ok=True, mode=0o700)
+        self._sweep_runs()
+        self.scratch.mkdir(mode=0o700)
+        self.lock_fd = os.open(self.scratch / ".agent.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+        for sub in ("map", "out", "tmp", SHUFFLE_DIR):
+            (self.scratch / sub).mkdir(mode=0o700)
+        address = _server_address()
+        if self.secret and self.shuffle in ("direct", "relay"):
+            bind = address if self.shuffle == "direct" else "127.0.0.1"
+            self.daemon_info = self._start_daemon(bind)
+        return {"ev": "started", "pid": os.getpid(), "workdir": str(self.workdir),
+                "scratch": str(self.scratch), "python": list(sys.version_info[:3]),
+                "mapred": _mapred_version(), "cores": _cores(), "free": _free(self.workdir),
+                "address": address, "daemon": self.daemon_info, "rsync": bool(
+                    shutil.which("rsync")), "cache": self._cache_listing(),
+                "jobs": sorted(_listing(self.jobs))}
+
+    def _sweep_runs(self) -> None:
+        """Remove run dirs of earlier runs whose agent is gone (a crash, a power cut)."""
+        now = time.time()
+        for d in (self.workdir / "runs").iterdir():
+            lock = d / ".agent.lock"
+            try:
+                fd = os.open(lock, os.O_RDWR)
+            except OSError:
+                if d.is_dir() and now - d.stat().st_mtime > STALE_RUN_AGE:
+                    shutil.rmtree(d, ignore_errors=True)
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live run holds it
+            finally:
+                os.close(fd)
+            shutil.rmtree(d, ignore_errors=True)
+
+    def _cache_listing(self) -> list[str]:
+        """Names of cached shards; evicts stale ones and abandoned temporary files first."""
+        now = time.time()
+        names = []
+        for entry in os.scandir(self.cache):
+            try:
+                age = now - entry.stat(follow_symlinks=False).st_mtime
+            except OSError:
+                continue
+            stale = STALE_TEMP_AGE if entry.name.startswith(".") else CACHE_MAX_AGE
+            if age > stale:
+                _remove(Path(entry.path))
+            elif not entry.name.startswith("."):
+                names.append(entry.name)
+        return sorted(names)
+
+    def _start_daemon(self, address: str) -> dict[str, Any]:
+        sdir = self.scratch / SHUFFLE_DIR
+        _write_private(sdir / PASSWORD_FILE, self.secret + "\n")
+        _write_private(sdir / "secrets", f"{SHUFFLE_USER}:{self.secret}\n")
+        conf = sdir / "rsyncd.conf"
+        _write_private(conf, _daemon_config(self.scratch, self.cache, os.geteuid(),
+                                            os.getegid()))
+        error = ""
+        for _ in range(8):
+            port = _free_port(address)
+            proc = subprocess.Popen(
+                ["rsync", "--daemon", "--no-detach", f"--address={address}", f"--port={port}",
+                 f"--config={conf}"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                start_new_session=True, cwd=str(self.scratch))
+            error = _wait_listening(proc, address, port)
+            if not error:
+                self.daemon = proc
+                return {"address": address, "port": port, "user": SHUFFLE_USER,
+                        "module": SHUFFLE_MODULE, "root": str(self.scratch / "map")}
+        raise RuntimeError(f"cannot start the shuffle rsync daemon on {address}: {error}")
+
+    # --- requests -----------------------------------------------------------------------------
+
+    def send(self, msg: dict[str, Any]) -> None:
+        line = json.dumps(msg) + "\n"
+        with self.lock:
+            try:
+                self.out.write(line)
+                self.out.flush()
+            except (BrokenPipeError, OSError):
+                pass
+
+    def handle(self, msg: dict[str, Any]) -> bool:
+        """Serve one request; False when the run is over."""
+        op = msg.get("op")
+        reply: dict[str, Any] = {"ev": "reply", "id": msg.get("id")}
+        try:
+            if op == "stop":
+                return False
+            if op == "rm":  # files of discarded attempts; a cache entry proven wrong
+                for p in msg.get("paths", []):
+                    root = self.cache if Path(p).parent == self.cache else self.scratch
+                    _remove(self._inside(p, root))
+            elif op == "kill":
+                for pid in msg.get("pids", []):
+                    if _tagged(int(pid), self.token):
+                        _kill_group(int(pid))
+            elif op == "put":
+                self._put(msg)
+            elif op == "get":
+                reply.update(self._get(msg))
+            elif op == "pull":
+                threading.Thread(target=self._pull, args=(msg,), daemon=True).start()
+                return True  # replies when done
+            elif op == "touch":
+                for name in msg.get("names", []):
+                    if _REL_RE.fullmatch(name) and "/" not in name:
+                        _touch(self.cache / name)
+        except Exception as e:  # noqa: BLE001 - reported to the coordinator
+            reply["error"] = f"{type(e).__name__}: {e}"
+        if msg.get("id") is not None:
+            self.send(reply)
+        return True
+
+    def _inside(self, path: str, root: Path) -> Path:
+        p = Path(os.path.normpath(path if os.path.isabs(path) else root / path))
+        if not p.is_relative_to(root) or p == root:
+            raise ValueError(f"path outside {root}: {path!r}")
+        return p
+
+    def _put(self, msg: dict[str, Any]) -> None:
+        rel = str(msg["path"])
+        if not _REL_RE.fullmatch(rel) or ".." in rel.split("/"):
+            raise ValueError(f"bad path {rel!r}")
+        path = self._inside(rel, self.workdir)
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}"
+        tmp.write_bytes(base64.b64decode(msg["data"]))
+        os.replace(tmp, path)
+
+    def _pull(self, msg: dict[str, Any]) -> None:
+        """Copy a cached shard from another host's daemon into our cache (for ``id``)."""
+        reply: dict[str, Any] = {"ev": "reply", "id": msg.get("id")}
+        try:
+            name = str(msg["name"])
+            if not re.fullmatch(r"[0-9a-f]{64}", name):
+                raise ValueError(f"bad cache name {name!r}")
+            base, rel = _split_url(str(msg["url"]))
+            if rel != name:
+                raise ValueError("url and name disagree")
+            if not (self.cache / name).exists():
+                _fetch_group(base, [rel], self.cache, self.secret, str(msg.get("host", base)))
+        except Exception as e:  # noqa: BLE001 - reported to the coordinator
+            reply["error"] = f"{type(e).__name__}: {e}"
+        self.send(reply)
+
+    def _get(self, msg: dict[str, Any]) -> dict[str, Any]:
+        path = self._inside(str(msg["path"]), self.scratch)
+        size = path.stat().st_size
+        if size > int(msg.get("max", MAX_GET)):
+            return {"size": size}
+        return {"size": size, "data": base64.b64encode(path.read_bytes()).decode()}
+
+    # --- stop ---------------------------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        """Kill every process of the run, stop the daemon, remove the scratch dir."""
+        if self.stopping:
+            return
+        self.stopping = True
+        if self.daemon is not None:
+            _kill_group(self.daemon.pid)
+        deadline = time.monotonic() + 5
+        while True:
+            pids = _tagged_pids(self.token)
+            if not pids or time.monotonic() > deadline:
+                break
+            for pid in pids:
+                _kill_group(pid)
+            time.sleep(0.02)
+        if self.daemon is not None:
+            try:
+                self.daemon.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _daemon_config(scratch: Path, cache: Path, uid: int, gid: int) -> str:
+    sdir = scratch / SHUFFLE_DIR
+    module = ["read only = yes", "list = no", f"auth users = {SHUFFLE_USER}",
+              f"secrets file = {sdir / 'secrets'}", "strict modes = yes", "numeric ids = yes",
+              "open noatime = yes", ""]
+    return "\n".join([
+        f"uid = {uid}", f"gid = {gid}", "use chroot = no", "reverse lookup = no",
+        "forward lookup = no", "max connections = 0", f"log file = {sdir / 'rsyncd.log'}",
+        "transfer logging = no", f"timeout = {FETCH_TIMEOUT}", "",
+        f"[{SHUFFLE_MODULE}]", f"path = {scratch / 'map'}", *module,
+        f"[{CACHE_MODULE}]", f"path = {cache}", *module,
+    ])
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def _free_port(address: str) -> int:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_listening(proc: subprocess.Popen[bytes], address: str, port: int) -> str:
+    """'' once the daemon accepts connections, else why it did not."""
+    deadline = time.monotonic() + 5
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            assert proc.stderr is not None
+            return proc.stderr.read().decode("utf-8", "replace").strip()[-300:]
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.settimeout(0.5)
+            if s.connect_ex((address, port)) == 0:
+                return ""
+        time.sleep(0.01)
+    _kill_group(proc.pid)
+    return "not listening after 5s"
+
+
+def _server_address() -> str:
+    """This host's address on the coordinator's SSH connection (what the LAN reaches it by)."""
+    parts = os.environ.get("SSH_CONNECTION", "").split()
+    return parts[2] if len(parts) == 4 else "127.0.0.1"
+
+
+def _mapred_version() -> str | None:
+    try:
+        from mapred import __version__
+    except ImportError:
+        return None
+    return __version__
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _free(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def _listing(directory: Path) -> list[str]:
+    """``NAME/FILE`` of every file one level down (content-addressed job modules)."""
+    out = []
+    for d in directory.iterdir():
+        if d.is_dir() and not d.name.startswith("."):
+            out += [f"{d.name}/{f.name}" for f in d.iterdir() if not f.name.startswith(".")]
+    return out
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+
+def _environ(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def _tagged(pid: int, token: str) -> bool:
+    needle = f"{TOKEN_ENV}={token}".encode()
+    return needle in _environ(pid).split(b"\0")
+
+
+def _tagged_pids(token: str) -> list[int]:
+    me = os.getpid()
+    try:
+        pids = [int(n) for n in os.listdir("/proc") if n.isdigit()]
+    except OSError:
+        return []
+    return [p for p in pids if p != me and _tagged(p, token)]
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL pid's process group (each worker is its own session), or pid alone."""
+    try:
+        pgid = os.getpgid(pid)
+    except OSError:
+        return
+    try:
+        if pgid != os.getpgid(0):
+            os.killpg(pgid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except OSError as e:
+        if e.errno != errno.ESRCH:
+            raise
+
+
+def _read_requests(agent: Agent, last: list[float], done: threading.Event) -> None:
+    for line in sys.stdin:
+        last[0] = time.monotonic()
+        if not line.strip():
+            continue
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if not agent.handle(msg):
+            break
+    done.set()
+
+
+def _heartbeat(agent: Agent, done: threading.Event) -> None:
+    while not done.wait(ALIVE_SECONDS):
+        agent.send({"ev": "alive"})
+
+
+def agent_main() -> None:
+    """``python -m mapred.fetch agent``: serve one run on this host, then clean up."""
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    agent = Agent(json.loads(sys.stdin.readline() or "{}"), out)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    try:
+        agent.send(agent.start())
+    except Exception as e:  # noqa: BLE001 - the coordinator shows it with the host's name
+        agent.send({"ev": "start_failed", "error": f"{type(e).__name__}: {e}"})
+        agent.cleanup()
+        os._exit(1)
+    last = [time.monotonic()]
+    threading.Thread(target=_read_requests, args=(agent, last, done), daemon=True).start()
+    threading.Thread(target=_heartbeat, args=(agent, done), daemon=True).start()
+    while not done.wait(1.0):
+        if time.monotonic() - last[0] > PING_TIMEOUT:
+            break
+    agent.cleanup()
+    agent.send({"ev": "bye"})
+    os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["agent"]:
+        agent_main()
+    print("usage: python -m mapred.fetch agent", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1164 @@
+"""Running on LAN hosts over SSH: :class:`SSHTransport`, the SSH implementation of ``Transport``.
+
+One host, one paramiko connection (fabric ``Connection`` built from the resolved
+:class:`~mapred.sshconfig.SSHTarget` only, host keys checked against its known_hosts files) carrying
+many channels: the host agent (``python -m mapred.fetch agent``: scratch dir, shuffle daemon,
+cleanup), one channel per worker (``python -m mapred.worker``), relay port forwards. Bytes (shards,
+part files) travel with rsync over OpenSSH, multiplexed over one OpenSSH master connection per host,
+with the very same options (:func:`~mapred.sshconfig.ssh_command_args`).
+
+* Connecting starts at construction, in the background: building the transports of a cluster
+  connects to all its hosts in parallel; :func:`open_transports` waits for them and drops the
+  unusable ones (host key refusals and authentication failures are fatal: exit 2).
+* Shards are content-addressed: ``WORKDIR/cache/<sha256 of the shard's bytes>``, a multi-file shard
+  as one concatenated file. A shard the host already has is not sent again. Transfers run on a small
+  per-host thread pool, so shards of idle slots move while the other slots map.
+* Shuffle ``direct``: each host's agent runs a per-job rsync daemon (random port, per-job secret,
+  read only, on the address the laptop reaches the host by); reducers fetch from mapper hosts
+  themselves (:mod:`mapred.fetch`). ``relay``: daemons listen on the host's loopback only and a
+  reducer reaches them through an SSH remote port forward bridged by the laptop.
+* Nothing of a run outlives it on a host: see :mod:`mapred.fetch` for the agent's cleanup on stop,
+  end of input or silence; worker channels end with the connection.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from mapred import __version__, paths
+from mapred.errors import ConfigError, JobError, NoHostsError
+from mapred.hosts import Host, SSHTarget, resolve_ssh, rsync_remote, ssh_command_args
+from mapred.shards import Shard
+from mapred.sshconfig import CONNECT_TIMEOUT, SERVER_ALIVE_COUNT_MAX, SERVER_ALIVE_INTERVAL
+from mapred.transport import OnMessage
+
+log = logging.getLogger("mapred")
+
+# --- every default of the SSH transport, in one place ----------------------------------------
+
+PRESPAWN = True  # start the workers (and their numba import) while the coordinator plans
+AGENT_START_TIMEOUT = 30.0  # seconds for the agent to report (python start, mkdir, daemon)
+REQUEST_TIMEOUT = 30.0  # an agent request that waits for its reply
+DEAD_AFTER = float(SERVER_ALIVE_INTERVAL * SERVER_ALIVE_COUNT_MAX)  # silent host: lost
+PING_SECONDS = 2.0
+STOP_TIMEOUT = 10.0  # waiting for the agent's cleanup at the end of a run
+RSYNC_TIMEOUT = 60  # rsync --timeout: seconds without I/O
+TRANSFER_THREADS = 2  # concurrent shard transfers per host
+HASH_CHUNK = 1 << 20
+STDERR_TAIL = 64 * 1024
+
+
+class HostKeyError(ConfigError):
+    """A host key is unknown or changed: refused before anything is sent (exit 2)."""
+
+
+class HostUnusable(NoHostsError):
+    """A host cannot be used: unreachable, wrong versions, agent failed (exit 3 if none is left)."""
+
+
+class RemoteError(JobError):
+    """A remote operation failed: names the host, the command, its exit code and stderr tail."""
+
+    def __init__(self, host: str, command: str, exit_code: int | None, stderr: str = "",
+                 why: str = "") -> None:
+        tail = "\n".join(stderr.strip().splitlines()[-5:])
+        status = f"exited {exit_code}" if exit_code is not None else (why or "failed")
+        message = f"host {host}: {command} {status}"
+        if tail:
+            message += ": " + " | ".join(tail.splitlines())
+        super().__init__(message, detail=None)
+        self.host, self.command, self.stderr = host, command, stderr
+        self.status = exit_code
+
+
+# --- connecting: fabric from the SSHTarget only, known_hosts enforced -------------------------
+
+
+def fingerprint(key: Any) -> str:
+    """OpenSSH's form: ``SHA256:<base64, no padding>`` of the public key blob."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+_KNOWN_HOSTS_LOCK = threading.Lock()
+
+
+class KnownHostsPolicy:
+    """Unknown key: refuse with its fingerprint, or (accept-new) remember it in known_hosts."""
+
+    def __init__(self, target: SSHTarget, label: str, accept_new: bool) -> None:
+        self.target, self.label, self.accept_new = target, label, accept_new
+
+    def load(self, client: Any) -> None:
+        keys = client.get_host_keys()
+        for f in self.target.known_hosts_files:
+            if os.path.isfile(f):
+                try:
+                    keys.load(f)
+                except OSError as e:
+                    raise ConfigError(f"host {self.label}: cannot read {f}: {e.strerror}") from e
+
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        what = f"{key.get_name()} key {fingerprint(key)}"
+        files = self.target.known_hosts_files
+        if not (self.accept_new and files):
+            where = ", ".join(files) or "no known_hosts file configured"
+            raise HostKeyError(
+                f"host {self.label}: unknown host key for {hostname}: {what} is not in "
+                f"known_hosts ({where}); refusing to connect. Check that fingerprint on the host "
+                "(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) and add the key, or run "
+                "again with --accept-new-host-keys")
+        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
+        with _KNOWN_HOSTS_LOCK:
+            Path(files[0]).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(files[0], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                f.write(line)
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        log.warning("host %s: accepted new host key %s for %s (added to %s)", self.label, what,
+                    hostname, files[0])
+
+
+def build_connection(target: SSHTarget, label: str, *, accept_new: bool = False,
+                     timeout: float = CONNECT_TIMEOUT) -> Any:
+    """An unopened fabric Connection to ``target``: no ssh config read, keys from the target."""
+    import paramiko
+    from fabric import Config, Connection
+
+    gateway = None
+    if target.proxy_jump is not None:
+        jump = target.proxy_jump
+        gateway = build_connection(jump, f"{label} (via jump host {jump.hostname})",
+                                   accept_new=accept_new, timeout=timeout)
+    ids = list(target.identity_files)
+    kwargs: dict[str, Any] = {"look_for_keys": not ids, "allow_agent": not ids,
+                              "banner_timeout": timeout, "auth_timeout": timeout,
+                              "channel_timeout": timeout}
+    if ids:
+        kwargs["key_filename"] = ids
+    config = Config(ssh_config=paramiko.SSHConfig(), lazy=True,
+                    overrides={"load_ssh_configs": False})
+    conn = Connection(target.hostname, user=target.user, port=target.port, config=config,
+                      gateway=gateway, forward_agent=False, connect_timeout=int(timeout),
+                      connect_kwargs=kwargs)
+    policy = KnownHostsPolicy(target, label, accept_new)
+    policy.load(conn.client)
+    conn.client.set_missing_host_key_policy(policy)  # fabric set AutoAddPolicy: never that
+    return conn
+
+
+def connect(target: SSHTarget, label: str, *, accept_new: bool = False,
+            timeout: float = CONNECT_TIMEOUT) -> Any:
+    """An open, host-key-verified fabric Connection; errors name the host and the cause."""
+    import paramiko
+
+    conn = build_connection(target, label, accept_new=accept_new, timeout=timeout)
+    where = f"host {label} ({target.user}@{target.hostname}:{target.port})"
+    try:
+        conn.open()
+    except HostKeyError:
+        conn.close()
+        raise
+    except paramiko.BadHostKeyException as e:
+        conn.close()
+        raise HostKeyError(
+            f"{where}: host key CHANGED: it presents {e.key.get_name()} key "
+            f"{fingerprint(e.key)}, known_hosts has {fingerprint(e.expected_key)}; refusing to "
+            "connect (someone may be intercepting the connection; if the host was reinstalled, "
+            f"remove the old key with ssh-keygen -R {target.hostname})") from None
+    except paramiko.AuthenticationException as e:
+        conn.close()
+        keys = ", ".join(target.identity_files) or "agent and default keys"
+        raise ConfigError(f"{where}: authentication failed ({e}); keys tried: {keys}") from None
+    except TimeoutError:
+        conn.close()
+        raise HostUnusable(f"{where}: cannot connect: timed out after {timeout:g}s") from None
+    except (OSError, paramiko.SSHException, EOFError) as e:
+        conn.close()
+        raise HostUnusable(f"{where}: cannot connect: {_reason(e)}") from None
+    conn.transport.set_keepalive(SERVER_ALIVE_INTERVAL)
+    return conn
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e) or type(e).__name__
+
+
+def exec_command(conn: Any, label: str, command: str, *, stdin: bytes = b"",
+                 timeout: float = REQUEST_TIMEOUT, check: bool = True) -> tuple[int, bytes, bytes]:
+    """Run ``command`` (already quoted) on a channel of ``conn``: (exit code, stdout, stderr)."""
+    chan = conn.transport.open_session(timeout=timeout)
+    try:
+        chan.settimeout(timeout)
+        chan.exec_command(command)
+        if stdin:
+            chan.sendall(stdin)
+        chan.shutdown_write()
+        out, err = bytearray(), bytearray()
+        while True:
+            chunk = chan.recv(1 << 16)
+            if not chunk:
+                break
+            out += chunk
+        while True:
+            chunk = chan.recv_stderr(1 << 16)
+            if not chunk:
+                break
+            err += chunk
+        code = chan.recv_exit_status()
+    except TimeoutError:
+        raise RemoteError(label, _short(command), None,
+                          why=f"timed out after {timeout:g}s") from None
+    finally:
+        chan.close()
+    if check and code != 0:
+        raise RemoteError(label, _short(command), code, err.decode("utf-8", "replace"))
+    return code, bytes(out), bytes(err)
+
+
+def _short(command: str, limit: int = 120) -> str:
+    return command if len(command) <= limit else command[: limit - 3] + "..."
+
+
+# --- shards: content hash and local staging --------------------------------------------------
+
+_DIGESTS: dict[tuple[Any, ...], str] = {}
+_DIGESTS_LOCK = threading.Lock()
+
+
+def _shard_key(shard: Shard) -> tuple[Any, ...]:
+    return tuple((str(p.file.path), p.file.size, p.file.mtime_ns, p.start, p.end)
+                 for p in shard.pieces)
+
+
+def shard_digest(shard: Shard) -> str:
+    """sha256 of the shard's bytes (its pieces concatenated); memoised per process."""
+    key = _shard_key(shard)
+    with _DIGESTS_LOCK:
+        if key in _DIGESTS:
+            return _DIGESTS[key]
+    h = hashlib.sha256()
+    buf = bytearray(HASH_CHUNK)
+    view = memoryview(buf)
+    for p in shard.pieces:
+        with open(p.file.path, "rb") as f:
+            f.seek(p.start)
+            left = p.size
+            while left > 0:
+                n = f.readinto(view[: min(left, HASH_CHUNK)])
+                if not n:
+                    raise JobError(f"input file shrank during the run: {p.file.rel}")
+                h.update(view[:n])
+                left -= n
+    digest = h.hexdigest()
+    with _DIGESTS_LOCK:
+        _DIGESTS[key] = digest
+    return digest
+
+
+def check_unchanged(shard: Shard) -> None:
+    """Raise if an input file changed since it was planned (its cached copy would lie)."""
+    for p in shard.pieces:
+        try:
+            st = os.stat(p.file.path)
+        except OSError as e:
+            raise JobError(f"input file vanished during the run: {p.file.rel}") from e
+        if st.st_size != p.file.size or st.st_mtime_ns != p.file.mtime_ns:
+            raise JobError(f"input file changed during the run: {p.file.rel}")
+
+
+def stage_shard(shard: Shard, directory: Path, digest: str) -> tuple[str, bool]:
+    """A local file holding exactly the shard's bytes: (path, whether it is a temporary copy)."""
+    if len(shard.pieces) == 1:
+        p = shard.pieces[0]
+        if p.start == 0 and p.end == p.file.size:
+            return os.path.abspath(p.file.path), False
+    path = directory / f".{digest}.{secrets.token_hex(4)}"
+    with open(path, "wb") as out:
+        for p in shard.pieces:
+            with open(p.file.path, "rb") as src:
+                _copy_range(src.fileno(), out.fileno(), p.start, p.size)
+    return str(path), True
+
+
+def _copy_range(src: int, dst: int, offset: int, count: int) -> None:
+    while count > 0:
+        try:
+            n = os.copy_file_range(src, dst, count, offset)
+        except OSError:  # another filesystem type or an old kernel: plain copy
+            n = 0
+        if n == 0:
+            os.lseek(src, offset, os.SEEK_SET)
+            data = os.read(src, min(count, HASH_CHUNK))
+            if not data:
+                raise JobError("input file shrank during the run")
+            n = os.write(dst, data)
+        offset += n
+        count -= n
+
+
+def shard_pieces(shard: Shard, remote_file: str) -> list[dict[str, Any]]:
+    """The map request's pieces for a shard sent as one file: ranges of that file."""
+    out, offset = [], 0
+    for p in shard.pieces:
+        out.append({"path": remote_file, "rel": p.file.rel, "start": offset,
+                    "end": offset + p.size, "gzip": p.file.gzip, "offset": p.start})
+        offset += p.size
+    return out
+
+
+# --- the agent channel ------------------------------------------------------------------------
+
+
+class AgentChannel:
+    """The laptop side of ``python -m mapred.fetch agent``: requests, replies, liveness."""
+
+    def __init__(self, chan: Any, label: str, command: str) -> None:
+        self.chan, self.label, self.command = chan, label, command
+        self._stderr_done = threading.Event()
+        self.started: Future[dict[str, Any]] = Future()
+        self.bye = threading.Event()
+        self.closed = threading.Event()
+        self.last_seen = time.monotonic()
+        self._replies: dict[int, Future[dict[str, Any]]] = {}
+        self._ids = 0
+        self._lock = threading.Lock()
+        self._stderr = bytearray()
+        threading.Thread(target=self._read, daemon=True, name=f"agent-{label}").start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for line in self.chan.makefile("rb"):
+                self.last_seen = time.monotonic()
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    continue
+                self._dispatch(msg)
+        except Exception:  # noqa: BLE001,S110 - the connection died: handled below
+            pass
+        self._stderr_done.wait(2.0)
+        code = self.chan.recv_exit_status() if self.chan.exit_status_ready() else None
+        self.closed.set()
+        err = RemoteError(self.label, self.command, code, self.stderr(), why="ended")
+        if not self.started.done():
+            self.started.set_exception(err)
+        for fut in list(self._replies.values()):
+            if not fut.done():
+                fut.set_exception(err)
+
+    def _read_stderr(self) -> None:
+        try:
+            for chunk in iter(lambda: self.chan.recv_stderr(4096), b""):
+                self._stderr += chunk
+                del self._stderr[:-STDERR_TAIL]
+        except Exception:  # noqa: BLE001,S110 - ends with the channel
+            pass
+        self._stderr_done.set()
+
+    def stderr(self) -> str:
+        return self._stderr.decode("utf-8", "replace")
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        ev = msg.get("ev")
+        if ev == "started" and not self.started.done():
+            self.started.set_result(msg)
+        elif ev == "start_failed" and not self.started.done():
+            self.started.set_exception(RemoteError(self.label, "starting the mapred agent",
+                                                   None, str(msg.get("error")), why="failed"))
+        elif ev == "reply":
+            fut = self._replies.pop(int(msg.get("id") or 0), None)
+            if fut is not None:
+                fut.set_result(msg)
+        elif ev == "bye":
+            self.bye.set()
+
+    def send(self, msg: dict[str, Any]) -> None:
+        data = (json.dumps(msg) + "\n").encode()
+        with self._lock:
+            try:
+                self.chan.sendall(data)
+            except Exception:  # noqa: BLE001,S110 - the reader reports the end
+                pass
+
+    def request(self, op: str, *, wait: bool = False, timeout: float = REQUEST_TIMEOUT,
+                **fields: Any) -> dict[str, Any]:
+        """Send a request; with ``wait``, its reply (raises RemoteError on error or timeout)."""
+        msg: dict[str, Any] = {"op": op, **fields}
+        fut: Future[dict[str, Any]] | None = None
+        if wait:
+            with self._lock:
+                self._ids += 1
+                msg["id"] = self._ids
+                fut = Future()
+                self._replies[self._ids] = fut
+        self.send(msg)
+        if fut is None:
+            return {}
+        try:
+            reply = fut.result(timeout=timeout)
+        except TimeoutError:
+            raise RemoteError(self.label, f"agent request {op!r}", None,
+                              why=f"got no answer in {timeout:g}s") from None
+        if reply.get("error"):
+            raise RemoteError(self.label, f"agent request {op!r}", None, str(reply["error"]))
+        return reply
+
+    def stop(self, timeout: float) -> None:
+        self.send({"op": "stop"})
+        self.bye.wait(timeout)
+        try:
+            self.chan.shutdown_write()
+            self.chan.close()
+        except Exception:  # noqa: BLE001,S110 - already gone
+            pass
+
+
+# --- workers ----------------------------------------------------------------------------------
+
+
+class SSHWorker:
+    """A ``python -m mapred.worker`` on a host: JSON lines over one SSH channel."""
+
+    def __init__(self, slot: str, chan: Any, log_path: Path, owner: SSHTransport) -> None:
+        self.slot, self.chan, self.owner = slot, chan, owner
+        self.pid: int | None = None
+        self.ended = threading.Event()
+        self._tail = bytearray()
+        self._lock = threading.Lock()
+        self._deliver_lock = threading.Lock()
+        self._on_message: OnMessage | None = None
+        self._pending: list[dict[str, Any] | None] = []  # until attach()
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed when the channel ends
+        self._stderr_done = threading.Event()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+        threading.Thread(target=self._pump, daemon=True, name=f"worker-{slot}").start()
+
+    def attach(self, on_message: OnMessage) -> None:
+        """Start delivering messages (those that came before first, in order)."""
+        with self._deliver_lock:
+            self._on_message = on_message
+            for msg in self._pending:
+                on_message(self.slot, msg)
+            self._pending = []
+
+    def _deliver(self, msg: dict[str, Any] | None) -> None:
+        with self._deliver_lock:
+            if self._on_message is None:
+                self._pending.append(msg)
+            else:
+                self._on_message(self.slot, msg)
+
+    def _pump(self) -> None:
+        try:
+            for line in self.chan.makefile("rb"):
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    continue
+                if msg.get("ev") == "ready":
+                    self.pid = msg.get("pid")
+                self._deliver(msg)
+        except Exception:  # noqa: BLE001,S110 - the channel died: reported as an exit
+            pass
+        self._stderr_done.wait(2.0)
+        self._log.close()
+        self.ended.set()
+        self._deliver(None)
+
+    def _read_stderr(self) -> None:
+        try:
+            for chunk in iter(lambda: self.chan.recv_stderr(4096), b""):
+                self.note(chunk)
+        except Exception:  # noqa: BLE001,S110 - ends with the channel
+            pass
+        self._stderr_done.set()
+
+    def note(self, data: bytes) -> None:
+        """Add to the stderr record (the log file and the tail shown in errors)."""
+        self._tail += data
+        del self._tail[:-STDERR_TAIL]
+        try:
+            self._log.write(data)
+            self._log.flush()
+        except (OSError, ValueError):
+            pass
+
+    def send(self, msg: dict[str, Any]) -> None:
+        data = (json.dumps(msg) + "\n").encode()
+        with self._lock:
+            try:
+                self.chan.sendall(data)
+            except Exception:  # noqa: BLE001,S110 - the exit is reported by _pump
+                pass
+
+    def kill(self) -> None:
+        if self.pid is not None:
+            self.owner.agent_request("kill", pids=[self.pid])
+        self.close()
+
+    def close(self) -> None:
+        """End the worker's stdin (it exits and cleans up) and the channel."""
+        try:
+            self.chan.shutdown_write()
+            self.chan.close()
+        except Exception:  # noqa: BLE001,S110 - already closed
+            pass
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        text = self._tail.decode("utf-8", "replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+
+# --- shuffle peers ----------------------------------------------------------------------------
+
+
+class ShuffleGroup:
+    """The transports of one job: they find each other's shuffle daemons; one per-job secret."""
+
+    def __init__(self) -> None:
+        self.secret = secrets.token_hex(32)
+        self.members: dict[str, SSHTransport] = {}
+        self.used = False
+        self.lock = threading.Lock()
+
+    def join(self, t: SSHTransport) -> None:
+        with self.lock:
+            self.members[t.name] = t
+            self.used = True
+
+    def leave(self, t: SSHTransport) -> None:
+        with self.lock:
+            if self.members.get(t.name) is t:
+                del self.members[t.name]
+
+    def peer(self, name: str) -> SSHTransport | None:
+        with self.lock:
+            return self.members.get(name)
+
+    def holders(self, digest: str, exclude: SSHTransport) -> list[SSHTransport]:
+        """Members other than ``exclude`` that have the shard ``digest`` cached."""
+        with self.lock:
+            members = list(self.members.values())
+        return [m for m in members if m is not exclude and digest in m._cached]
+
+
+_GROUP: ShuffleGroup | None = None
+_GROUP_LOCK = threading.Lock()
+
+
+def _current_group() -> ShuffleGroup:
+    """The process's group; a fresh one (new secret) once every member of the last one closed."""
+    global _GROUP
+    with _GROUP_LOCK:
+        if _GROUP is None or (_GROUP.used and not _GROUP.members):
+            _GROUP = ShuffleGroup()
+        return _GROUP
+
+
+
+# --- the transport ----------------------------------------------------------------------------
+
+
+class SSHTransport:
+    """One LAN host reached over SSH; implements ``mapred.transport.Transport``.
+
+    Construction resolves the host through ``~/.ssh/config`` (or ``ssh_config``) and starts
+    connecting in the background; ``cores``, ``start`` and every other method wait for that.
+    ``run_state_dir`` is the coordinator's state directory (worker logs go to its ``logs/``).
+    """
+
+    def __init__(self, host: Host, *, run_state_dir: Path, accept_new_host_keys: bool = False,
+                 shuffle: str = "direct", group: ShuffleGroup | None = None,
+                 ssh_config: Path | None = None, transfer_threads: int = TRANSFER_THREADS,
+                 connect_timeout: float = CONNECT_TIMEOUT, prespawn: bool = PRESPAWN) -> None:
+        if host.local:
+            raise ValueError(f"host {host.name!r} is local: use LocalTransport")
+        if shuffle not in ("direct", "relay"):
+            raise ConfigError(f"shuffle must be 'direct' or 'relay', not {shuffle!r}")
+        self.host, self.name, self.memory = host, host.name, host.memory
+        self.target = resolve_ssh(host, ssh_config)
+        self.accept_new, self.shuffle = accept_new_host_keys, shuffle
+        self.connect_timeout, self.prespawn = connect_timeout, prespawn
+        self.log_dir = Path(run_state_dir) / "logs"
+        self.group = group or _current_group()
+        self.group.join(self)
+        self.token = secrets.token_urlsafe(12)
+        self.umask = _current_umask()
+        self.stats = {"shards_sent": 0, "shards_cached": 0, "shards_pulled": 0, "bytes_sent": 0,
+                      "collected": 0}
+        self.run_id = ""
+        self._conns: list[Any] = []
+        self._agent: AgentChannel | None = None
+        self._info: dict[str, Any] = {}
+        self._workers: list[SSHWorker] = []
+        self._prespawned: dict[int, SSHWorker] = {}
+        self._master: subprocess.Popen[bytes] | None = None
+        self._master_lock = threading.Lock()
+        self._master_checked = False
+        self._procs: set[subprocess.Popen[bytes]] = set()
+        self._cached: set[str] = set()
+        self._jobs: set[str] = set()
+        self._job_paths: dict[Path, str] = {}
+        self._busy: dict[str, threading.Lock] = {}
+        self._relays: dict[str, int] = {}
+        self._relay_peer: dict[int, SSHTransport] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._lost: str | None = None
+        _sweep_local_tmp()
+        self._tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-"))  # socket, stage
+        atexit.register(self.close)  # a run that failed before it started still cleans up
+        self._ctl = str(self._tmp / "ctl")
+        self._pool = ThreadPoolExecutor(max(1, transfer_threads),
+                                        thread_name_prefix=f"mapred-{self.name}")
+        self._setup: Future[None] = Future()
+        threading.Thread(target=self._open, daemon=True, name=f"connect-{self.name}").start()
+
+    # --- setup --------------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        try:
+            if not self.accept_new:  # (accept-new: paramiko records the key first)
+                self._master = self._start_master()
+            conn = connect(self.target, self.name, accept_new=self.accept_new,
+                           timeout=self.connect_timeout)
+            self._conns.append(conn)
+            if self._master is None:
+                self._master = self._start_master()
+            self._agent = self._start_agent()
+            try:
+                info = self._agent.started.result(timeout=AGENT_START_TIMEOUT)
+            except Exception as e:  # noqa: BLE001 - explained below
+                raise HostUnusable(
+                    f"host {self.name}: cannot start {self._agent.command!r}: {e}. Is mapred "
+                    f"{__version__} installed for that python? `mapred hosts check` tells, "
+                    "`mapred hosts setup` installs it") from None
+            self._check(info)
+            self._info = info
+            self._cached = set(info.get("cache", []))
+            self._jobs = set(info.get("jobs", []))
+            if self.prespawn:
+                self._prespawn(int(self.host.cores or info["cores"]))
+            threading.Thread(target=self._watch, daemon=True, name=f"watch-{self.name}").start()
+            self._setup.set_result(None)
+        except BaseException as e:  # noqa: BLE001 - raised again by every waiting method
+            self._setup.set_exception(e)
+
+    def _check(self, info: dict[str, Any]) -> None:
+        python = self.host.python
+        if info.get("mapred") != __version__:
+            raise HostUnusable(
+                f"host {self.name}: mapred {info.get('mapred')} is installed for {python} there, "
+                f"{__version__} here: the versions must match (`mapred hosts setup` installs it)")
+        there, here = tuple(info.get("python", ())), tuple(sys.version_info[:3])
+        if there[:2] != here[:2]:
+            raise HostUnusable(
+                f"host {self.name}: {python} is Python {'.'.join(map(str, there))}, this machine "
+                f"runs {'.'.join(map(str, here))}: major.minor must match")
+        if not info.get("rsync"):
+            raise HostUnusable(f"host {self.name}: rsync is not installed there")
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until connected and set up; raise why not (HostKeyError, HostUnusable...)."""
+        self._setup.result(timeout=timeout)
+
+    def _ready(self) -> None:
+        self._setup.result()
+        if self._lost is not None:
+            raise HostUnusable(self._lost)
+
+    def _ssh_args(self) -> list[str]:
+        return ssh_command_args(self.target, accept_new_host_keys=self.accept_new)
+
+    @property
+    def _ctl_opt(self) -> str:
+        return self._ctl.replace("%", "%%")
+
+    def _mux_options(self) -> list[str]:
+        return ["-o", "ControlMaster=no", "-o", f"ControlPath={self._ctl_opt}"]
+
+    def _rsh(self) -> str:
+        return " ".join(shlex.quote(a) for a in ["ssh", *self._ssh_args(), *self._mux_options()])
+
+    def _start_master(self) -> subprocess.Popen[bytes]:
+        """The OpenSSH master rsync multiplexes over, tied to this process: a shell holds it
+        and kills it when its stdin (our pipe) closes, so it cannot outlive us, even kill -9."""
+        argv = [*self._ssh_args(), "-o", "ControlMaster=yes", "-o", f"ControlPath={self._ctl_opt}",
+                "-o", "ControlPersist=no", "-N", self.target.hostname]
+        script = 'ssh "$@" </dev/null & trap "kill $! 2>/dev/null" EXIT HUP TERM; read _'
+        with open(self._tmp / "master.log", "wb") as err:
+            return subprocess.Popen(["sh", "-c", script, "mapred-ssh-master", *argv],
+                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                    stderr=err)
+
+    def _wait_master(self) -> None:
+        """Before the first rsync: the master is up (or failed, and rsync connects alone)."""
+        with self._master_lock:
+            if self._master is None or self._master_checked:
+                return
+            self._master_checked = True
+            deadline = time.monotonic() + self.connect_timeout + 5
+            while not os.path.exists(self._ctl) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        if not os.path.exists(self._ctl):  # not fatal: rsync then connects on its own
+            why = (self._tmp / "master.log").read_text(errors="replace").strip()[-300:]
+            log.warning("host %s: no shared OpenSSH connection for rsync (%s)", self.name,
+                        why or "not up in time")
+
+    def _stop_master(self) -> None:
+        master = self._master
+        if master is None:
+            return
+        try:
+            assert master.stdin is not None
+            master.stdin.close()
+            master.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            master.kill()
+
+    def _open_session(self) -> Any:
+        """A new channel, on a further connection if sshd's MaxSessions is reached."""
+        import paramiko
+
+        for conn in list(self._conns):
+            try:
+                return conn.transport.open_session(timeout=REQUEST_TIMEOUT)
+            except paramiko.ChannelException:
+                continue
+            except (paramiko.SSHException, OSError, EOFError, AttributeError) as e:
+                raise HostUnusable(f"host {self.name}: cannot open a channel: {_reason(e)}") \
+                    from None
+        conn = connect(self.target, self.name, accept_new=self.accept_new,
+                       timeout=self.connect_timeout)
+        self._conns.append(conn)
+        return conn.transport.open_session(timeout=REQUEST_TIMEOUT)
+
+    def _start_agent(self) -> AgentChannel:
+        command = f"exec {shlex.quote(self.host.python)} -m mapred.fetch agent"
+        chan = self._open_session()
+        chan.exec_command(command)
+        agent = AgentChannel(chan, self.name, command)
+        agent.send({"workdir": self.host.workdir, "token": self.token,
+                    "secret": self.group.secret, "shuffle": self.shuffle})
+        return agent
+
+    def _watch(self) -> None:
+        """Ping the agent; a host silent for DEAD_AFTER seconds is lost (its workers end)."""
+        agent = self._agent
+        assert agent is not None
+        while not self._closed:
+            time.sleep(1.0)
+            if self._closed:
+                return
+            silent = time.monotonic() - agent.last_seen
+            if agent.closed.is_set() or silent > DEAD_AFTER:
+                why = "its agent ended" if agent.closed.is_set() else \
+                    f"no answer for {silent:.0f}s"
+                self._lose(f"connection to host {self.name} lost: {why}")
+                return
+            agent.send({"op": "ping"})
+
+    def _lose(self, reason: str) -> None:
+        if self._closed or self._lost is not None:
+            return
+        self._lost = reason
+        log.warning("%s", reason)
+        for w in self._workers:
+            w.note(f"\n{reason}\n".encode())
+        self._kill_procs()
+        for conn in self._conns:
+            conn.close()
+
+    def _kill_procs(self) -> None:
+        with self._lock:
+            procs = list(self._procs)
+        for p in procs:
+            p.kill()
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.stats[name] += n
+
+    def agent_request(self, op: str, *, wait: bool = False, **fields: Any) -> dict[str, Any]:
+        if self._agent is None or self._lost is not None:
+            return {}
+        return self._agent.request(op, wait=wait, **fields)
+
+    # --- Transport ----------------------------------------------------------------------------
+
+    @property
+    def cores(self) -> int:
+        if self.host.cores:
+            return self.host.cores
+        self._ready()
+        return int(self._info["cores"])
+
+    @property
+    def scratch(self) -> str:
+        self._ready()
+        return str(self._info["scratch"])
+
+    @property
+    def workdir(self) -> str:
+        self._ready()
+        return str(self._info["workdir"])
+
+    def start(self, run_id: str) -> None:
+        self._ready()
+        self.run_id = run_id
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    def job_path(self, local_job: Path) -> str:
+        """Ship the job module (content-addressed, so numba's cache stays valid across runs)."""
+        self._ready()
+        with self._lock:
+            if local_job in self._job_paths:
+                return self._job_paths[local_job]
+        data = Path(local_job).read_bytes()
+        stem = re.sub(r"[^A-Za-z0-9_]", "_", Path(local_job).stem)[:64] or "job"
+        name = f"{hashlib.sha256(data).hexdigest()}/{stem}.py"
+        if name not in self._jobs:
+            self.agent_request("put", wait=True, path=f"jobs/{name}",
+                               data=base64.b64encode(data).decode())
+            self._jobs.add(name)
+        remote = f"{self.workdir}/jobs/{name}"
+        with self._lock:
+            self._job_paths[local_job] = remote
+        return remote
+
+    def prepare(self, shard: Shard) -> Future[list[dict[str, Any]]]:
+        return self._pool.submit(self._stage, shard)
+
+    def _stage(self, shard: Shard) -> list[dict[str, Any]]:
+        self._ready()
+        digest = shard_digest(shard)
+        remote = f"{self.workdir}/cache/{digest}"
+        with self._lock:
+            busy = self._busy.setdefault(digest, threading.Lock())
+        with busy:
+            if digest in self._cached:
+                self._count("shards_cached")
+                self.agent_request("touch", names=[digest])
+            elif not self._pull_from_peer(digest):
+                self._upload(shard, digest, remote)
+            self._cached.add(digest)
+        return shard_pieces(shard, remote)
+
+    def _pull_from_peer(self, digest: str) -> bool:
+        """Direct mode: copy a shard another host of the run has cached, host to host."""
+        if self.shuffle != "direct":
+            return False
+        for peer in self.group.holders(digest, exclude=self):
+            daemon = peer._info.get("daemon")
+            if not daemon:
+                continue
+            addr = f"[{daemon['address']}]" if ":" in daemon["address"] else daemon["address"]
+            url = f"rsync://{daemon['user']}@{addr}:{daemon['port']}/cache/{digest}"
+            try:
+                self.agent_request("pull", wait=True, timeout=RSYNC_TIMEOUT * 4, url=url,
+                                   name=digest, host=peer.name)
+            except RemoteError as e:
+                log.info("host %s: copying shard %s from %s failed (%s): sending it", self.name,
+                         digest[:12], peer.name, e)
+                continue
+            self._count("shards_pulled")
+            return True
+        return False
+
+    def _upload(self, shard: Shard, digest: str, remote: str) -> None:
+        check_unchanged(shard)
+        path, temporary = stage_shard(shard, self._tmp, digest)
+        try:
+            sent = self._rsync(["--ignore-existing", "--", path,
+                                rsync_remote(self.target, remote)],
+                               f"rsync of shard {digest[:12]} ({shard.describe()})")
+        finally:
+            if temporary:
+                os.unlink(path)
+        try:
+            check_unchanged(shard)
+        except JobError:
+            self.agent_request("rm", paths=[remote])
+            raise
+        self._count("shards_sent")
+        self._count("bytes_sent", sent)
+
+    def _rsync(self, args: list[str], what: str) -> int:
+        """Run rsync over the host's OpenSSH connection; the bytes it sent."""
+        if self._lost is not None:
+            raise HostUnusable(self._lost)
+        self._wait_master()
+        argv = ["rsync", "-s", f"--timeout={RSYNC_TIMEOUT}", "--stats", "-e", self._rsh(), *args]
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        with self._lock:
+            self._procs.add(proc)
+        try:
+            out, err = proc.communicate()
+        finally:
+            with self._lock:
+                self._procs.discard(proc)
+        if proc.returncode != 0:
+            raise RemoteError(self.name, what, proc.returncode, err.decode("utf-8", "replace"))
+        m = re.search(rb"Total bytes sent: ([\d,.]+)", out)
+        return int(re.sub(rb"[,.]", b"", m[1])) if m else 0
+
+    def reduce_inputs(self, inputs: list[tuple[str, str]]) -> list[Any]:
+        out: list[Any] = []
+        for host, path in inputs:
+            if host == self.name:
+                out.append(path)
+                continue
+            peer = self.group.peer(host)
+            if peer is None or not peer._info.get("daemon"):
+                raise JobError(f"map output {path} is on host {host!r}, which host {self.name} "
+                               "cannot fetch from (not an SSH host of this run)")
+            daemon = peer._info["daemon"]
+            rel = os.path.relpath(path, daemon["root"])
+            if rel.startswith(".."):
+                raise JobError(f"map output {path} on host {host} is outside its run's map dir")
+            if self.shuffle == "relay":
+                where = f"127.0.0.1:{self._relay_port(peer)}"
+            else:
+                addr = daemon["address"]
+                where = f"[{addr}]:{daemon['port']}" if ":" in addr else \
+                    f"{addr}:{daemon['port']}"
+            out.append({"url": f"rsync://{daemon['user']}@{where}/{daemon['module']}/{rel}",
+                        "host": host})
+        return out
+
+    def _relay_port(self, peer: SSHTransport) -> int:
+        """A port on this host's loopback forwarded, through the laptop, to peer's daemon."""
+        with self._lock:
+            if peer.name in self._relays:
+                return self._relays[peer.name]
+        port = int(self._conns[0].transport.request_port_forward("127.0.0.1", 0,
+                                                                 handler=self._relay_handler))
+        with self._lock:
+            self._relays[peer.name] = port
+            self._relay_peer[port] = peer
+        return port
+
+    def _relay_handler(self, chan: Any, origin: Any, server: Any) -> None:
+        peer = self._relay_peer.get(int(server[1]))
+        if peer is None:
+            chan.close()
+            return
+        threading.Thread(target=_bridge, args=(chan, peer), daemon=True).start()
+
+    def spawn_worker(self, index: int, on_message: OnMessage) -> Any:
+        self._setup.result()
+        slot = f"{self.name}/{index}"
+        if self._lost is not None:
+            return _DeadWorker(slot, self._lost, on_message)
+        with self._lock:
+            worker = self._prespawned.pop(index, None)
+        if worker is None or worker.ended.is_set():
+            worker = self._launch_worker(index)
+        worker.attach(on_message)
+        return worker
+
+    def _launch_worker(self, index: int) -> SSHWorker:
+        q = shlex.quote
+        scratch = str(self._info["scratch"])
+        command = (f"cd {q(scratch)} && MAPRED_TOKEN={q(self.token)} "
+                   f"MAPRED_UMASK={q(self.umask)} exec {q(self.host.python)} -m mapred.worker")
+        chan = self._open_session()
+        chan.exec_command(command)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        worker = SSHWorker(f"{self.name}/{index}", chan,
+                           self.log_dir / f"worker-{self.name}-{index}.log", self)
+        self._workers.append(worker)
+        return worker
+
+    def _prespawn(self, count: int) -> None:
+        """Start the workers now and let them import numba while the coordinator plans."""
+        for index in range(count):
+            worker = self._launch_worker(index)
+            worker.send({"op": "preload", "scratch": str(self._info["scratch"])})
+            self._prespawned[index] = worker
+
+    def reduce_output(self, staging: Path, partition: int, attempt: str) -> str:
+        return f"{self.scratch}/out/{paths.reduce_tmp_name(partition, attempt)}"
+
+    def collect(self, remote: str, target: Path) -> None:
+        """rsync a part file from the host to ``target`` on this machine."""
+        self._ready()
+        dest = os.path.abspath(target)  # absolute: a ':' in it cannot look like host:path
+        self._rsync(["--", rsync_remote(self.target, remote), dest],
+                    f"rsync of {Path(remote).name} to this machine")
+        self._count("collected")
+
+    def remove(self, remote_paths: list[str]) -> None:
+        if self._setup.done() and not self._setup.exception():
+            self.agent_request("rm", paths=list(remote_paths))
+
+    def close(self) -> None:
+        """End the run on the host: workers, agent (which cleans up), connections."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        atexit.unregister(self.close)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._kill_procs()
+        for w in self._workers:
+            w.close()
+        try:
+            self._setup.result(timeout=self.connect_timeout + AGENT_START_TIMEOUT)
+        except Exception:  # noqa: BLE001,S110 - nothing to stop then
+            pass
+        if self._agent is not None and self._lost is None:
+            self._agent.stop(STOP_TIMEOUT)
+        self._stop_master()
+        for conn in self._conns:
+            conn.close()
+        self.group.leave(self)
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        s = self.stats
+        log.info("host %s: %d shard(s) sent (%d bytes), %d already cached, %d copied from "
+                 "another host, %d part file(s) collected", self.name, s["shards_sent"],
+                 s["bytes_sent"], s["shards_cached"], s["shards_pulled"], s["collected"])
+
+
+class _DeadWorker:
+    """Stands for a worker that cannot start because its host is lost: it exits at once."""
+
+    def __init__(self, slot: str, reason: str, on_message: OnMessage) -> None:
+        self.slot, self.reason = slot, reason
+        timer = threading.Timer(0.1, on_message, args=(slot, None))
+        timer.daemon = True
+        timer.start()
+
+    def send(self, msg: dict[str, Any]) -> None:
+        pass
+
+    def kill(self) -> None:
+        pass
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        return self.reason
+
+
+def _bridge(chan: Any, peer: SSHTransport) -> None:
+    """Relay shuffle: copy bytes between a forwarded channel and peer's daemon, both ways."""
+    daemon = peer._info["daemon"]
+    try:
+        other = peer._conns[0].transport.open_channel(
+            "direct-tcpip", (daemon["address"], int(daemon["port"])), ("127.0.0.1", 0),
+            timeout=REQUEST_TIMEOUT)
+    except Exception:  # noqa: BLE001 - the fetch fails and says so
+        chan.close()
+        return
+
+    def pump(src: Any, dst: Any) -> None:
+        try:
+            for chunk in iter(lambda: src.recv(1 << 16), b""):
+                dst.sendall(chunk)
+        except Exception:  # noqa: BLE001,S110 - either side closed
+            pass
+        try:
+            dst.shutdown_write()
+        except Exception:  # noqa: BLE001,S110
+            pass
+
+    t = threading.Thread(target=pump, args=(other, chan), daemon=True)
+    t.start()
+    pump(chan, other)
+    t.join(RSYNC_TIMEOUT * 2)
+    chan.close()
+    other.close()
+
+
+TMP_PREFIX = "mapred-ssh-"
+
+
+def _sweep_local_tmp() -> None:
+    """Remove this machine's transport temp dirs left by processes that died (kill -9)."""
+    base = Path(tempfile.gettempdir())
+    for d in base.glob(f"{TMP_PREFIX}*-*"):
+        pid = d.name[len(TMP_PREFIX):].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or d.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def _current_umask() -> str:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return oct(mask)
+
+
+def open_transports(hosts: Iterable[Host], *, run_state_dir: Path, shuffle: str = "direct",
+                    accept_new_host_keys: bool = False,
+                    ssh_config: Path | None = None) -> list[SSHTransport]:
+    """SSH transports for the remote ``hosts``, connected in parallel.
+
+    Hosts that cannot be used (unreachable, wrong versions) are skipped with a warning;
+    NoHostsError (exit 3) if none is left. A refused host key or a failed authentication is a
+    ConfigError (exit 2) for the whole run: that is a configuration or security problem.
+    """
+    group = ShuffleGroup()
+    made: list[SSHTransport] = []
+    try:
+        for h in hosts:
+            made.append(SSHTransport(h, run_state_dir=run_state_dir, shuffle=shuffle,
+                                     group=group, accept_new_host_keys=accept_new_host_keys,
+                                     ssh_config=ssh_config))
+    except BaseException:
+        for t in made:
+            t.close()
+        raise
+    usable, problems, fatal = [], [], []
+    for t in made:
+        try:
+            t.wait_ready()
+            usable.append(t)
+        except ConfigError as e:
+            fatal.append(e)
+        except Exception as e:  # noqa: BLE001 - reported below with the host's name
+            problems.append(str(e))
+    if fatal or not usable:
+        for t in made:
+            t.close()
+    if fatal:
+        first = fatal[0]
+        others = [str(e) for e in fatal[1:]] + problems
+        raise type(first)(first.message, detail="\n".join(others) or None)
+    if not usable:
+        raise NoHostsError("no usable host: " + "; ".join(problems))
+    for p in problems:
+        log.warning("skipping %s", p)
+    for t in made:
+        if t not in usable:
+            t.close()
+    return usable

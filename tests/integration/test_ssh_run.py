@@ -1,0 +1,333 @@
+"""``mapred run --hosts`` on the real test LAN: same bytes as the local run, nothing left behind.
+
+Every run here goes through the real CLI, real sshd hosts (tests/lanlib.py), rsync over OpenSSH,
+per-job rsync daemons for the shuffle; the local run of the same job is the reference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from lanlib import WORKDIR, Lan
+
+ROOT = Path(__file__).resolve().parents[2]
+HOSTILE = b"-rf 'q' \"dq\" $(touch PWNED) `touch PWNED` ;touch PWNED; \xff\xfe\x80 .txt"
+JOBS = [
+    ("wordcount", []),
+    ("grep", ["-p", "pattern=error|e[a-z]+r"]),
+    ("ngrams", ["-p", "n=2"]),
+    ("invindex", []),
+    (str(ROOT / "jobs" / "logfield.py"), ["-p", "field=1"]),
+]
+
+
+def mapred(*args: str | Path, env: dict[str, str], check: bool = True,
+           timeout: float = 180) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "mapred.cli", *map(str, args)],
+                          capture_output=True, stdin=subprocess.DEVNULL, cwd=ROOT,
+                          env={**os.environ, **env}, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mapred {args} exited {proc.returncode}:\n"
+                             f"{proc.stderr.decode(errors='replace')}")
+    return proc
+
+
+def parts(out: Path) -> dict[str, bytes]:
+    assert (out / "_SUCCESS").exists(), sorted(os.listdir(out))
+    return {p.name: p.read_bytes() for p in sorted(out.glob("part-*"))}
+
+
+def host_leftovers(lan: Lan) -> dict[str, list[str]]:
+    """Per host: processes of ours and run scratch dirs still there."""
+    out = {}
+    for h in lan.hosts:
+        procs = [_cmdline(p) for p in h.pids()]
+        runs = h.run(f"ls -A {WORKDIR}/runs 2>/dev/null").stdout.split()
+        if procs or runs:
+            out[h.name] = procs + [f"runs/{r}" for r in runs]
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return str(pid)
+
+
+def wait_clean(lan: Lan, timeout: float = 15) -> dict[str, list[str]]:
+    deadline = time.monotonic() + timeout
+    while (left := host_leftovers(lan)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def listening(lan: Lan) -> dict[str, list[str]]:
+    """TCP listeners on every host other than sshd's port 22."""
+    out = {}
+    for h in lan.hosts:
+        lines = h.run("ss -Hltn").stdout.splitlines()
+        extra = [ln for ln in lines if not re.search(r":22\s", ln)]
+        if extra:
+            out[h.name] = extra
+    return out
+
+
+def find_pwned(lan: Lan, *local_dirs: Path) -> list[str]:
+    found = []
+    for h in lan.hosts:  # on a host only these are writable: the root fs is read-only
+        cp = h.run(f"find /root /tmp /var/tmp /run /dev/shm {WORKDIR} -name 'PWNED*'")
+        found += [f"{h.name}:{p}" for p in cp.stdout.split()]
+    for d in local_dirs:
+        found += [str(p) for p in d.rglob("PWNED*")]
+    return found + [str(p) for p in ROOT.glob("PWNED*")]
+
+
+def random_corpus(root: Path, mbytes: float, seed: int, files: int = 4) -> Path:
+    """Text of random words (unique per seed, so no host has it cached yet)."""
+    rng = random.Random(seed)
+    words = [f"w{seed}x{i}" for i in range(5000)] + ["error", "the", "and"]
+    root.mkdir(parents=True)
+    per = int(mbytes * (1 << 20) / files)
+    for f in range(files):
+        lines, size = [], 0
+        while size < per:
+            line = " ".join(rng.choices(words, k=12)) + "\n"
+            lines.append(line)
+            size += len(line)
+        (root / f"part{f}.txt").write_text("".join(lines))
+    return root
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {"XDG_STATE_HOME": str(tmp_path / "state")}
+
+
+@pytest.fixture(scope="module")
+def hosts(lan: Lan, lan_mapred: str, lan_hosts_toml: Path) -> Path:
+    return lan_hosts_toml
+
+
+# --------------------------------------------------------------------------- same bytes
+
+
+@pytest.mark.parametrize("job,params", JOBS, ids=[Path(j).stem for j, _ in JOBS])
+def test_bundled_job_on_three_hosts_matches_the_local_run(
+        job: str, params: list[str], hosts: Path, lan: Lan, awkward_corpus: Path,
+        tmp_path: Path, env: dict[str, str]) -> None:
+    common = [job, awkward_corpus, *params, "--reducers", "5", "--shard-size", "256K"]
+    mapred("run", *common, "-o", tmp_path / "local", env=env)
+    mapred("run", *common, "-o", tmp_path / "lan", "--hosts", hosts, env=env)
+    assert parts(tmp_path / "lan") == parts(tmp_path / "local")
+    assert wait_clean(lan) == {}
+    assert listening(lan) == {}
+
+
+def test_relay_shuffle_matches_the_local_run(hosts: Path, lan: Lan, awkward_corpus: Path,
+                                             tmp_path: Path, env: dict[str, str]) -> None:
+    relay = tmp_path / "relay.toml"
+    relay.write_text('shuffle = "relay"\n' + hosts.read_text())
+    common = ["wordcount", awkward_corpus, "--reducers", "4", "--shard-size", "512K"]
+    mapred("run", *common, "-o", tmp_path / "local", env=env)
+    mapred("run", *common, "-o", tmp_path / "lan", "--hosts", relay, env=env)
+    assert parts(tmp_path / "lan") == parts(tmp_path / "local")
+    assert wait_clean(lan) == {}
+
+
+def test_hostile_file_names_are_data_not_commands(hosts: Path, lan: Lan, tmp_path: Path,
+                                                  env: dict[str, str]) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    names = [HOSTILE, b"-n", b"--rsh=touch PWNED", b"a;touch PWNED;b", b"x\ny newline",
+             b"sp ace 'and' \"quotes\"", b"$(touch PWNED)", b"`touch PWNED`", b"\xe9t\xe9"]
+    for i, name in enumerate(names):
+        with open(os.path.join(bytes(corpus), name), "wb") as f:
+            f.write(b"word%d error $(touch PWNED) ;touch PWNED\n" % i * (i + 1))
+    common = ["invindex", corpus, "--reducers", "3", "--shard-size", "64"]
+    mapred("run", *common, "-o", tmp_path / "local", env=env)
+    mapred("run", *common, "-o", tmp_path / "lan", "--hosts", hosts, env=env)
+    assert parts(tmp_path / "lan") == parts(tmp_path / "local")
+    assert find_pwned(lan, tmp_path) == []
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def test_unknown_host_key_is_refused_before_anything_is_sent(
+        lan: Lan, lan_mapred: str, awkward_corpus: Path, tmp_path: Path,
+        env: dict[str, str]) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    workdir = f"{WORKDIR}/fresh-{uuid.uuid4().hex[:8]}"
+    hosts = lan.write_hosts_toml(tmp_path / "hosts.toml", known_hosts=str(empty),
+                                 workdir=workdir)
+    proc = mapred("run", "wordcount", awkward_corpus, "-o", tmp_path / "out", "--hosts", hosts,
+                  env=env, check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    key = lan.hosts[0].dir / "etc-ssh" / "ssh_host_ed25519_key.pub"
+    fp = subprocess.run(["ssh-keygen", "-lf", key], capture_output=True, text=True).stdout.split()[1]
+    assert "unknown host key" in err and fp in err, err
+    assert not (tmp_path / "out").exists()
+    for h in lan.hosts:
+        assert h.run(["test", "-e", workdir]).returncode != 0, f"{h.name} got {workdir}"
+    assert empty.read_text() == ""
+
+
+def test_changed_host_key_is_refused(lan: Lan, lan_mapred: str, awkward_corpus: Path,
+                                     tmp_path: Path, env: dict[str, str]) -> None:
+    h1, h2 = lan["h1"], lan["h2"]
+    lines = lan.known_hosts.read_text().splitlines()
+    h2_key = next(ln for ln in lines if ln.startswith(h2.address + " "))
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(h1.address + h2_key[len(h2.address):] + "\n")
+    hosts = lan.write_hosts_toml(tmp_path / "hosts.toml", known_hosts=str(wrong))
+    doc = hosts.read_text().split("[[host]]")
+    hosts.write_text(doc[0] + "[[host]]" + doc[1])  # h1 only
+    proc = mapred("run", "wordcount", awkward_corpus, "-o", tmp_path / "out", "--hosts", hosts,
+                  env=env, check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and "CHANGED" in err and "SHA256:" in err, err
+
+
+def test_accept_new_host_keys_records_the_key(lan: Lan, lan_mapred: str, tmp_path: Path,
+                                              env: dict[str, str]) -> None:
+    known = tmp_path / "known_hosts"
+    hosts = lan.write_hosts_toml(tmp_path / "hosts.toml", known_hosts=str(known))
+    proc = mapred("hosts", "check", "--hosts", hosts, env=env, check=False)
+    assert proc.returncode == 3 and proc.stdout.decode().count("unknown host key") == 3
+    proc = mapred("hosts", "check", "--hosts", hosts, "--accept-new-host-keys", env=env)
+    assert sorted(ln.split()[0] for ln in known.read_text().splitlines()) == \
+        sorted(h.address for h in lan.hosts)
+    assert mapred("hosts", "check", "--hosts", hosts, env=env).returncode == 0
+
+
+# --------------------------------------------------------------------------- cleanup
+
+
+def _start_long_run(hosts: Path, corpus: Path, out: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mapred.cli", "run", "grep", corpus, "-p", "pattern=e.*r.*o",
+         "-o", out, "--hosts", hosts, "--shard-size", "512K", "-q"],
+        cwd=ROOT, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_mapping(lan: Lan, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        busy = [h for h in lan.hosts if any("mapred.worker" in _cmdline(p) for p in h.pids())]
+        if len(busy) == len(lan.hosts):
+            time.sleep(1.0)  # into the map phase
+            return
+        time.sleep(0.1)
+    raise AssertionError("workers never started on every host")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_interrupt_leaves_no_process_and_no_scratch(sig: int, hosts: Path, lan: Lan,
+                                                    tmp_path: Path, env: dict[str, str]) -> None:
+    corpus = random_corpus(tmp_path / "corpus", 24, seed=int(sig) * 1000 + os.getpid())
+    proc = _start_long_run(hosts, corpus, tmp_path / "out", env)
+    try:
+        _wait_mapping(lan, proc)
+        proc.send_signal(sig)
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if sig == signal.SIGINT:
+        assert code == 130, proc.stderr.read().decode() if proc.stderr else ""
+    assert not (tmp_path / "out").exists()
+    assert wait_clean(lan) == {}
+    assert listening(lan) == {}
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def _bridge_tx(lan: Lan) -> int:
+    out = subprocess.run(["ip", "-s", "-j", "link", "show", lan.bridge], capture_output=True,
+                         text=True, check=True).stdout
+    return int(json.loads(out)[0]["stats64"]["tx"]["bytes"])
+
+
+def _shard_bytes_sent(stderr: bytes) -> int:
+    return sum(int(m) for m in re.findall(rb"shard\(s\) sent \((\d+) bytes\)", stderr))
+
+
+def test_rerun_on_unchanged_corpus_resends_almost_nothing(hosts: Path, lan: Lan,
+                                                          tmp_path: Path,
+                                                          env: dict[str, str]) -> None:
+    corpus = random_corpus(tmp_path / "corpus", 8, seed=os.getpid())
+    size = sum(p.stat().st_size for p in corpus.iterdir())
+    sent = []
+    for run in ("first", "again"):
+        before = _bridge_tx(lan)
+        proc = mapred("run", "wordcount", corpus, "-o", tmp_path / run, "--hosts", hosts,
+                      "--shard-size", "1M", "-v", env=env)
+        sent.append((_bridge_tx(lan) - before, _shard_bytes_sent(proc.stderr)))
+    (wire1, shards1), (wire2, shards2) = sent
+    assert shards1 >= size and wire1 >= size, sent
+    assert shards2 == 0 and wire2 < size * 0.02, sent
+    assert parts(tmp_path / "first") == parts(tmp_path / "again")
+
+
+# --------------------------------------------------------------------------- hosts check
+
+
+def test_hosts_check_reports_every_host(hosts: Path, lan: Lan, tmp_path: Path,
+                                        env: dict[str, str]) -> None:
+    proc = mapred("hosts", "check", "--hosts", hosts, env=env)
+    lines = proc.stdout.decode().splitlines()
+    assert [ln.split()[0] for ln in lines] == [h.name for h in lan.hosts]
+    from mapred import __version__
+
+    for line, h in zip(lines, lan.hosts):
+        assert line.split()[1:3] == [h.address, "ok"], line
+        for part in ("key ssh-ed25519 SHA256:", "python 3.", f"mapred {__version__}", "numba ",
+                     "mmh3 ", "rsync ", "cores ", "GiB free"):
+            assert part in line, (part, line)
+
+    broken = tmp_path / "broken.toml"
+    text = hosts.read_text()
+    head, first, rest = text.partition('name = "h1"')
+    broken.write_text(head + first + '\npython = "/nonexistent/python3"' + rest)
+    proc = mapred("hosts", "check", "--hosts", broken, env=env, check=False)
+    out = proc.stdout.decode().splitlines()
+    assert proc.returncode == 1, proc.stdout
+    assert "FAIL" in out[0] and "/nonexistent/python3" in out[0] and "ok" in out[1]
+
+    none = tmp_path / "none.toml"
+    none.write_text(text.replace(f'python = "{lan.python}"', 'python = "/nonexistent/py"'))
+    proc = mapred("hosts", "check", "--hosts", none, env=env, check=False)
+    assert proc.returncode == 3 and proc.stdout.decode().count("FAIL") == 3
+
+
+def test_hosts_setup_installs_a_working_venv(lan: Lan, lan_mapred: str, tmp_path: Path,
+                                             env: dict[str, str]) -> None:
+    """From a bare Debian python3: wheels downloaded here, shipped, installed offline there."""
+    workdir = f"{WORKDIR}/setup-{uuid.uuid4().hex[:8]}"
+    hosts = lan.write_hosts_toml(tmp_path / "hosts.toml", python="/usr/bin/python3",
+                                 workdir=workdir)
+    text = hosts.read_text()
+    hosts.write_text(text[:text.index("[[host]]", text.index("[[host]]") + 1)])  # h1 only
+    proc = mapred("hosts", "setup", "--hosts", hosts, env=env, timeout=900)
+    venv_python = f"{workdir}/venv/bin/python"
+    assert f'python = "{venv_python}"' in proc.stdout.decode(), proc.stdout
+    hosts.write_text(hosts.read_text().replace('"/usr/bin/python3"', f'"{venv_python}"'))
+    check = mapred("hosts", "check", "--hosts", hosts, env=env)
+    assert " ok " in check.stdout.decode(), check.stdout
+    lan["h1"].run(["rm", "-rf", workdir], check=True)
