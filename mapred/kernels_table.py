@@ -1,0 +1,611 @@
+"""Numba tier, part 2: the per-map-task hash aggregation table and sorting its keys into runs.
+
+``KeyTable`` is re-exported by :mod:`mapred.kernels`; import it from there.
+
+Table layout (compact open addressing, like CPython's dict): ``index`` is int64[cap] (cap a power
+of two, linear probing, doubled by rehashing the index alone when half full); a used slot holds
+``tag << 32 | (e + 1)`` with tag = the high 32 bits of the key's 64-bit hash (home slot =
+``tag & (cap - 1)``) and e the entry number.  Entries are dense, in insertion order, one 64-byte
+cache line each: ``ent[8e:8e+8]`` = (length, w0, w1, w2, w3, w4, value, start) with w0..w4 =
+key bytes 0..39 as zero-padded little-endian words and start = the key's first occurrence in
+the buffer.  Keys are compared exactly: length and inline words, then (keys over 40 bytes)
+the remaining bytes against the first occurrence.  Only touched memory costs page faults (slow
+in these VMs): the per-key footprint is 64 bytes of entry + 16-32 bytes of index.
+"""
+
+from __future__ import annotations
+
+import mmap
+import sys
+
+import numpy as np
+from numba import njit
+
+from mapred.kernels import (
+    AGG_MAX,
+    AGG_MIN,
+    AGG_SUM,
+    Run,
+    _cmp_raw,
+    _peek,
+    _poke,
+    bswap64,
+    mmh3_32,
+    mum64,
+    prefetch,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Key words and the table hash (full key).
+# ---------------------------------------------------------------------------------------------
+
+# wyhash-style secrets: odd, mixed bits, no bytes that text is made of
+_P0 = np.uint64(0xA0761D6478BD642F)
+_P1 = np.uint64(0xE7037ED1A0B428DB)
+_P2 = np.uint64(0x8EBC6AF09C88C6E3)
+_P3 = np.uint64(0x589965CC75374CC3)
+_U0 = np.uint64(0)
+_U1 = np.uint64(1)
+_U32 = np.uint64(32)
+_LOW56 = np.uint64(0x00FFFFFFFFFFFFFF)
+_GROUP = 128     # pairs per prefetch group in _insert_batch
+
+
+@njit(cache=True, nogil=True)
+def _copy_raw(dst, src, n):
+    """Copy n bytes from raw address src to raw address dst (non-overlapping)."""
+    i = 0
+    while i + 8 <= n:
+        _poke(dst + i, _peek(src, i, 8), 8)
+        i += 8
+    while i < n:
+        _poke(dst + i, _peek(src, i, 1), 1)
+        i += 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _low_bytes(k):
+    """uint64 with the low k bytes set (k <= 0: none, k >= 8: all); branch-free."""
+    half = np.uint64(4 * min(max(k, 0), 8))
+    return ((_U1 << half) << half) - _U1
+
+
+@njit(cache=True, nogil=True)
+def _load_le(addr, k, limit):
+    """The k (<= 8) bytes at raw address ``addr`` as a zero-padded little-endian uint64.
+
+    ``limit`` is an address up to which (exclusive) reading is allowed; addr + k <= limit.
+    """
+    if addr + 8 <= limit:
+        return _peek(addr, 0, 8) & _low_bytes(k)
+    w = _U0
+    for i in range(k):
+        w |= _peek(addr, i, 1) << np.uint64(8 * i)
+    return w
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _key_words(base, nbuf, s, ln):
+    """(k0, k1): bytes 0..7 and 8..15, zero padded, of the ln-byte key at base + s."""
+    if s + 16 <= nbuf:
+        return (_peek(base + s, 0, 8) & _low_bytes(ln),
+                _peek(base + s, 8, 8) & _low_bytes(ln - 8))
+    k0 = _load_le(base + s, min(ln, 8), base + nbuf)
+    k1 = _load_le(base + s + 8, min(ln - 8, 8), base + nbuf) if ln > 8 else _U0
+    return k0, k1
+
+
+@njit(cache=True, nogil=True)
+def _hash_tail(addr, ln, h):
+    """Fold key bytes 16..ln-1 (ln > 16) of the key at raw ``addr`` into h."""
+    p = 16
+    while p + 16 <= ln:
+        h = mum64(h ^ _peek(addr, p, 8) ^ _P2, _peek(addr, p + 8, 8) ^ _P3)
+        p += 16
+    if p < ln:  # the last 16 key bytes, shifted so only bytes p.. remain (ln - p < 16)
+        r = ln - p
+        if r > 8:
+            lo = _peek(addr, p, 8)
+            hi = _peek(addr, ln - 8, 8) >> np.uint64(8 * (16 - r))
+        else:
+            lo = _peek(addr, ln - 8, 8) >> np.uint64(8 * (8 - r))
+            hi = _U0
+        h = mum64(h ^ lo ^ _P2, hi ^ _P3)
+    return h
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _key_hash(addr, ln, k0, k1):
+    """64-bit hash of the ln-byte key at raw ``addr`` whose first 16 bytes are (k0, k1)."""
+    h = mum64(k0 ^ _P0, k1 ^ _P1 ^ np.uint64(ln))
+    if ln > 16:
+        h = _hash_tail(addr, ln, h)
+    return mum64(h ^ _P2, np.uint64(ln) ^ _P3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Insert / rehash.
+# ---------------------------------------------------------------------------------------------
+
+
+_HIMASK = np.int64(-(1 << 32))  # 0xFFFFFFFF00000000
+_LOMASK = np.int64(0xFFFFFFFF)
+_EW = 8          # int64 words per entry: (len, key words 0..4, value, start) = one cache line
+_INLINE = 40     # key bytes held in an entry
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _word(base, nbuf, s, ln, q):
+    """Key word q (bytes 8q..8q+7, zero padded) of the ln-byte key at base + s."""
+    k = ln - 8 * q
+    if k <= 0:
+        return _U0
+    p = s + 8 * q
+    if p + 8 <= nbuf:
+        return _peek(base + p, 0, 8) & _low_bytes(k)
+    return _load_le(base + p, min(k, 8), base + nbuf)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _agg(cur, v, agg):
+    """cur combined with v by AGG_SUM (wrapping), AGG_MIN or AGG_MAX."""
+    return cur + v if agg == 0 else (min(cur, v) if agg == 1 else max(cur, v))
+
+
+@njit(cache=True, nogil=True)
+def _insert_batch(buf, index, ent, state, starts, ends, values, i0, n, agg, scratch):
+    """Aggregate pairs i0..n-1 into the table (see the module docstring for the layout).
+
+    Returns n when all pairs were consumed; g (i0 <= g < n) when the table must grow before
+    the group of pairs starting at g (pairs before g are in: grow, call again from g);
+    -1 - i when pair i has an invalid span (then nothing of this call was inserted).
+    state = [distinct keys, key limit].  Group prefetching: per group of G pairs (``scratch`` is
+    int64[4, G]) pass 1 hashes and prefetches the index slots, pass 2 prefetches the candidate
+    entries, pass 3 aggregates into existing keys and notes the misses, pass 4 inserts those
+    (a key new twice in a group is found by its second probe).  Separate small loops compile
+    much better than one loop doing everything.
+    """
+    nbuf = len(buf)
+    for i in range(i0, n):
+        if starts[i] < 0 or ends[i] < starts[i] or ends[i] > nbuf:
+            return -1 - i
+    base = np.int64(buf.ctypes.data)
+    mask = len(index) - 1
+    count = state[0]
+    limit = state[1]
+    grp = scratch.shape[1]
+    tags = scratch[0]
+    w0s = scratch[1]
+    w1s = scratch[2]
+    miss = scratch[3]
+    for g0 in range(i0, n, grp):
+        g1 = min(g0 + grp, n)
+        if count + (g1 - g0) > limit:
+            state[0] = count
+            return g0
+        for i in range(g0, g1):
+            s = starts[i]
+            ln = ends[i] - s
+            q0, q1 = _key_words(base, nbuf, s, ln)
+            tag = np.int64(_key_hash(base + s, ln, q0, q1) >> _U32)
+            tags[i - g0] = tag
+            w0s[i - g0] = np.int64(q0)
+            w1s[i - g0] = np.int64(q1)
+            prefetch(index, tag & mask)
+        for i in range(g1 - g0):
+            cand = index[tags[i] & mask]
+            if cand != 0:
+                prefetch(ent, ((cand & _LOMASK) - 1) * _EW)
+        nm = 0
+        for t in range(g0, g1):
+            s = starts[t]
+            ln = ends[t] - s
+            tag = tags[t - g0]
+            tagw = tag << 32
+            k0 = w0s[t - g0]
+            k1 = w1s[t - g0]
+            slot = tag & mask
+            while True:
+                cur = index[slot]
+                if cur == 0:
+                    miss[nm] = t
+                    nm += 1
+                    break
+                if (cur & _HIMASK) == tagw:
+                    b = _EW * ((cur & _LOMASK) - 1)
+                    if ent[b] == ln and ent[b + 1] == k0 and ent[b + 2] == k1 and (
+                            ln <= 16 or _long_eq(ent[b + 3], ent[b + 4], ent[b + 5], ent[b + 7],
+                                                 base, nbuf, s, ln)):
+                        ent[b + 6] = _agg(ent[b + 6], values[t], agg)
+                        break
+                slot = (slot + 1) & mask
+        for m in range(nm):
+            t = miss[m]
+            s = starts[t]
+            ln = ends[t] - s
+            tag = tags[t - g0]
+            tagw = tag << 32
+            k0 = w0s[t - g0]
+            k1 = w1s[t - g0]
+            slot = tag & mask
+            while True:
+                cur = index[slot]
+                if cur == 0:
+                    index[slot] = tagw | (count + 1)
+                    b = _EW * count
+                    ent[b] = ln
+                    ent[b + 1] = k0
+                    ent[b + 2] = k1
+                    for q in range(2, 5):
+                        ent[b + 1 + q] = np.int64(_word(base, nbuf, s, ln, q))
+                    ent[b + 6] = values[t]
+                    ent[b + 7] = s
+                    count += 1
+                    break
+                if (cur & _HIMASK) == tagw:
+                    b = _EW * ((cur & _LOMASK) - 1)
+                    if ent[b] == ln and ent[b + 1] == k0 and ent[b + 2] == k1 and (
+                            ln <= 16 or _long_eq(ent[b + 3], ent[b + 4], ent[b + 5], ent[b + 7],
+                                                 base, nbuf, s, ln)):
+                        ent[b + 6] = _agg(ent[b + 6], values[t], agg)
+                        break
+                slot = (slot + 1) & mask
+    state[0] = count
+    return n
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _long_eq(w2, w3, w4, start, base, nbuf, s, ln):
+    """Do bytes 16.. of the stored key (words w2..w4, first occurrence at start) equal those
+    of the ln-byte (> 16) key at base + s?  (Lengths and bytes 0..15 are known equal.)"""
+    if w2 != np.int64(_word(base, nbuf, s, ln, 2)):
+        return False
+    if ln <= 24:
+        return True
+    if w3 != np.int64(_word(base, nbuf, s, ln, 3)):
+        return False
+    if ln <= 32:
+        return True
+    if w4 != np.int64(_word(base, nbuf, s, ln, 4)):
+        return False
+    return ln <= _INLINE or _cmp_raw(base + start, ln, base + s, ln, _INLINE) == 0
+
+
+@njit(cache=True, nogil=True)
+def _rehash(index, nindex):
+    """Re-insert every used slot of ``index`` into the empty, larger ``nindex``."""
+    mask = len(nindex) - 1
+    for i in range(len(index)):
+        v = index[i]
+        if v == 0:
+            continue
+        j = (v >> 32) & mask
+        while nindex[j] != 0:
+            j = (j + 1) & mask
+        nindex[j] = v
+
+
+# ---------------------------------------------------------------------------------------------
+# Export: partition, sort by key bytes, build runs.
+# ---------------------------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def _radix_sort(a, tmp, lo_bit):
+    """Stable LSD radix sort of uint64 ``a`` by bits lo_bit..63 (11-bit digits); ``tmp`` is
+    scratch of the same size.  Returns whichever of the two holds the result."""
+    n = len(a)
+    cnt = np.empty(2048, np.int64)
+    src, dst = a, tmp
+    bit = lo_bit
+    while bit < 64:
+        sh = np.uint64(bit)
+        cnt[:] = 0
+        for i in range(n):
+            cnt[np.int64((src[i] >> sh) & np.uint64(2047))] += 1
+        if cnt.max() < n:  # else every element has this digit: nothing to do
+            tot = 0
+            for d in range(2048):
+                c = cnt[d]
+                cnt[d] = tot
+                tot += c
+            for i in range(n):
+                x = src[i]
+                d = np.int64((x >> sh) & np.uint64(2047))
+                dst[cnt[d]] = x
+                cnt[d] += 1
+            src, dst = dst, src
+        bit += 11
+    return src
+
+
+_NT = 3  # sort-key depths computed from the entries' inline key words (bytes 0..20)
+
+
+@njit(cache=True, nogil=True)
+def _sort_order(buf, ent, count, nparts, seed):
+    """Entries sorted by (partition, key bytes): (order, partition bounds, starts, lens, values).
+
+    One radix sort of packed words ``partition | top key bits | entry number`` (top = the first
+    7 key bytes big-endian << 8 | min(len, 7), which orders keys by those bytes then length),
+    then groups that tie on the packed bits are finished by _refine.  ``tops[e, d]`` is that
+    sort key for key bytes 7d..7d+6, for d < _NT from the entry's key words (no buffer access).
+    """
+    pbits = 0
+    while (1 << pbits) < nparts:
+        pbits += 1
+    ibits = 1
+    while (1 << ibits) < count:
+        ibits += 1
+    kbits = max(64 - pbits - ibits, 0)
+    tops = np.empty((count, _NT), np.uint64)
+    packed = np.empty(count, np.uint64)
+    starts = np.empty(count, np.int64)
+    lens = np.empty(count, np.int64)
+    vals = np.empty(count, np.int64)
+    bounds = np.zeros(nparts + 1, np.int64)
+    for e in range(count):
+        b = _EW * e
+        ln = ent[b]
+        lens[e] = ln
+        vals[e] = ent[b + 6]
+        s = ent[b + 7]
+        starts[e] = s
+        for d in range(_NT):
+            o = 7 * d
+            q = o >> 3
+            r = np.uint64(8 * (o & 7))
+            w = np.uint64(ent[b + 1 + q]) >> r
+            if r > 0:
+                w |= np.uint64(ent[b + 2 + q]) << (np.uint64(64) - r)
+            tops[e, d] = bswap64(w & _LOW56) | np.uint64(min(max(ln - o, 0), 7))
+        p = np.int64(mmh3_32(buf, s, s + ln, seed)) % nparts
+        bounds[p + 1] += 1
+        w = np.uint64(e)
+        if kbits > 0:
+            w |= (tops[e, 0] >> np.uint64(64 - kbits)) << np.uint64(ibits)
+        if pbits > 0:
+            w |= np.uint64(p) << np.uint64(64 - pbits)
+        packed[e] = w
+    for p in range(nparts):
+        bounds[p + 1] += bounds[p]
+    packed = _radix_sort(packed, np.empty(count, np.uint64), ibits)
+    order = np.empty(count, np.int64)
+    imask = (_U1 << np.uint64(ibits)) - _U1
+    for k in range(count):
+        order[k] = np.int64(packed[k] & imask)
+    _refine(order, packed, ibits, tops, buf, starts, lens)
+    return order, bounds, starts, lens, vals
+
+
+@njit(cache=True, nogil=True)
+def _chunk7(addr, r, limit):
+    """Sort key of the 7 bytes at raw addr of which r (>= 0) are real: BE << 8 | min(r, 7)."""
+    k = min(r, 7)
+    return bswap64(_load_le(addr, k, limit)) | np.uint64(k)
+
+
+@njit(cache=True, nogil=True)
+def _push(stack, sp, lo, hi, d):
+    if sp + 3 > len(stack):
+        bigger = np.empty(2 * len(stack), np.int64)
+        bigger[:sp] = stack[:sp]
+        stack = bigger
+    stack[sp] = lo
+    stack[sp + 1] = hi
+    stack[sp + 2] = d
+    return stack, sp + 3
+
+
+@njit(cache=True, nogil=True)
+def _cmp_keys(x, y, d, tops, base, starts, lens):
+    """Compare keys x and y that are known equal before byte 7d (see _refine)."""
+    while d < _NT:
+        tx = tops[x, d]
+        ty = tops[y, d]
+        if tx != ty:
+            return -1 if tx < ty else 1
+        if (tx & np.uint64(7)) != 7:
+            return 0
+        d += 1
+    return _cmp_raw(base + starts[x], lens[x], base + starts[y], lens[y], 7 * d)
+
+
+@njit(cache=True, nogil=True)
+def _refine(order, packed, ibits, tops, buf, starts, lens):
+    """Finish sorting ``order`` (sorted by packed >> ibits) by full key bytes, in place.
+
+    MSD: a group that ties on the packed bits is sorted by ``tops`` (depth 0); a group that
+    ties on the 7 bytes + length class of depth d and goes on (rem == 7) is sorted by the next
+    7 bytes (depth d + 1); groups of <= 16 keys by insertion sort on the full bytes.
+    """
+    base = np.int64(buf.ctypes.data)
+    limit = base + len(buf)
+    stack = np.empty(96, np.int64)
+    sp = 0
+    m = len(order)
+    sh = np.uint64(ibits)
+    i = 0
+    while i < m:
+        t = packed[i] >> sh
+        j = i + 1
+        while j < m and (packed[j] >> sh) == t:
+            j += 1
+        if j - i > 1:
+            stack, sp = _push(stack, sp, i, j, 0)
+        i = j
+    while sp > 0:
+        sp -= 3
+        lo = stack[sp]
+        hi = stack[sp + 1]
+        d = stack[sp + 2]
+        off = 7 * d
+        if hi - lo <= 16:
+            for a in range(lo + 1, hi):
+                x = order[a]
+                b = a
+                while b > lo:
+                    y = order[b - 1]
+                    if _cmp_keys(x, y, d, tops, base, starts, lens) >= 0:
+                        break
+                    order[b] = y
+                    b -= 1
+                order[b] = x
+            continue
+        v = np.empty(hi - lo, np.uint64)
+        for a in range(lo, hi):
+            x = order[a]
+            v[a - lo] = tops[x, d] if d < _NT else _chunk7(base + starts[x] + off,
+                                                           lens[x] - off, limit)
+        perm = np.argsort(v)
+        tmp = order[lo:hi].copy()
+        for a in range(hi - lo):
+            order[lo + a] = tmp[perm[a]]
+        a = 0
+        while a < hi - lo:
+            t = v[perm[a]]
+            b = a + 1
+            while b < hi - lo and v[perm[b]] == t:
+                b += 1
+            if b - a > 1 and (t & np.uint64(7)) == 7:
+                stack, sp = _push(stack, sp, lo + a, lo + b, d + 1)
+            a = b
+
+
+@njit(cache=True, nogil=True)
+def _build_runs(order, buf, starts, lens, vals):
+    """Concatenated (offsets, values, blob) of the keys order[0], order[1], ...
+
+    Keys are copied in entry order (= increasing first occurrence in buf: sequential reads of
+    the big buffer, scattered writes into the smaller blob).
+    """
+    m = len(order)
+    offsets = np.empty(m + 1, np.int64)
+    values = np.empty(m, np.int64)
+    rank = np.empty(m, np.int64)
+    offsets[0] = 0
+    for k in range(m):
+        x = order[k]
+        offsets[k + 1] = offsets[k] + lens[x]
+        values[k] = vals[x]
+        rank[x] = k
+    blob = np.empty(offsets[m], np.uint8)
+    base = np.int64(buf.ctypes.data)
+    bbase = np.int64(blob.ctypes.data)
+    for e in range(m):
+        _copy_raw(bbase + offsets[rank[e]], base + starts[e], lens[e])
+    return offsets, values, blob
+
+
+def _aligned_empty(n: int) -> np.ndarray:
+    """np.empty(n, int64) starting on a 64-byte boundary (so entries are single cache lines)."""
+    raw = np.empty(n + 8, np.int64)
+    skip = (-raw.ctypes.data % 64) // 8
+    return raw[skip:skip + n]
+
+
+_RESERVE_BYTES = 1 << 33  # virtual address space reserved for a table's entries (8 GiB)
+_MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform.startswith("linux") else 0)
+
+
+def _reserve_entries() -> np.ndarray | None:
+    """A huge int64 array backed by an uncommitted anonymous mapping, or None if refused.
+
+    Pages are only materialised when written, so entries never need to be copied when the
+    table grows: copying into fresh memory (page faults) was the main cost of growth here.
+    """
+    if not _MAP_NORESERVE:
+        return None
+    try:
+        m = mmap.mmap(-1, _RESERVE_BYTES,
+                      flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE)
+    except (OSError, ValueError, OverflowError):
+        return None
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        try:
+            m.madvise(mmap.MADV_HUGEPAGE)
+        except OSError:
+            pass
+    return np.frombuffer(m, np.int64)
+
+
+class KeyTable:
+    """Per-map-task aggregation of (key span of ``buf``, int64 value) pairs.
+
+    ``buf`` (1-d uint8 array) must stay alive and unchanged while the table is used: keys are
+    stored as spans of it.  ``agg`` is AGG_SUM (wrapping int64), AGG_MIN or AGG_MAX.
+    """
+
+    def __init__(self, buf: np.ndarray, agg: int = AGG_SUM, capacity: int = 1024) -> None:
+        if agg not in (AGG_SUM, AGG_MIN, AGG_MAX):
+            raise ValueError(f"unknown agg {agg!r}")
+        if not isinstance(buf, np.ndarray) or buf.ndim != 1 or buf.dtype != np.uint8:
+            raise TypeError("buf must be a 1-d uint8 numpy array")
+        self.buf = buf if buf.flags.c_contiguous else np.ascontiguousarray(buf)
+        self.agg = int(agg)
+        cap = 16
+        while cap < 2 * capacity:
+            cap *= 2
+        self._index = np.zeros(cap, np.int64)
+        ent = _reserve_entries()
+        self._ent = ent if ent is not None else _aligned_empty(_EW * (cap // 2))
+        self._state = np.array([0, cap // 2], np.int64)
+        self._scratch = np.empty((4, _GROUP), np.int64)
+
+    def __len__(self) -> int:
+        return int(self._state[0])
+
+    @property
+    def capacity(self) -> int:
+        """Number of distinct keys the table holds before it grows (doubles)."""
+        return int(self._state[1])
+
+    def add_batch(self, starts: np.ndarray, ends: np.ndarray, values: np.ndarray, n: int) -> None:
+        """Aggregate the n pairs (buf[starts[i]:ends[i]], values[i]).
+
+        Raises ValueError if a span is not within buf; pairs of the batch before the first bad
+        one may have been aggregated (those of the current growth step are not).
+        """
+        n = int(n)
+        if n < 0 or n > len(starts) or n > len(ends) or n > len(values):
+            raise ValueError(f"n={n} out of range for the batch arrays")
+        i = 0
+        while True:
+            r = _insert_batch(self.buf, self._index, self._ent, self._state, starts, ends,
+                              values, i, n, self.agg, self._scratch)
+            if r >= n:
+                return
+            if r < 0:
+                bad = -1 - r
+                raise ValueError(f"pair {bad}: span [{starts[bad]}, {ends[bad]}) not within "
+                                 f"buffer of {len(self.buf)} bytes")
+            self._grow()
+            i = r
+
+    def _grow(self) -> None:
+        cap = 2 * len(self._index)
+        index = np.zeros(cap, np.int64)
+        _rehash(self._index, index)
+        self._index = index
+        if len(self._ent) < _EW * (cap // 2):
+            count = len(self)
+            ent = _aligned_empty(_EW * (cap // 2))
+            ent[:_EW * count] = self._ent[:_EW * count]
+            self._ent = ent
+        self._state[1] = cap // 2
+
+    def partitions(self, nparts: int, seed: int) -> list[Run]:
+        """One Run per partition p: keys with mmh3_32(key, seed) % nparts == p, sorted by bytes."""
+        if nparts < 1:
+            raise ValueError("nparts must be >= 1")
+        order, bounds, starts, lens, vals = _sort_order(self.buf, self._ent, len(self),
+                                                        int(nparts), int(seed))
+        offsets, values, blob = _build_runs(order, self.buf, starts, lens, vals)
+        runs = []
+        for p in range(nparts):
+            a, b = bounds[p], bounds[p + 1]
+            runs.append(Run(offsets[a:b + 1] - offsets[a], values[a:b],
+                            blob[offsets[a]:offsets[b]]))
+        return runs
+
+
