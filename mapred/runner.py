@@ -103,69 +103,82 @@ class Runner:
         self.superseded: Path | None = None  # an unfinished earlier run on this output
         self.failed_attempts = 0
         self.deadline_at: float | None = None
+        self._closed = False
         self.staging: Path | None = None
         self.shards: dict[str, Shard] = {}
 
     # --- the whole run ----------------------------------------------------------------------
 
     def execute(self) -> Summary:
-        cfg = self.cfg
+        """Run the job; whatever happens, workers, scratch and staging are gone on return."""
         started = time.monotonic()
-        if cfg.deadline is not None:
-            self.deadline_at = started + cfg.deadline
+        if self.cfg.deadline is not None:
+            self.deadline_at = started + self.cfg.deadline
         logs.context["run_id"] = self.run_id
-        with output.OutputLock(cfg.state, cfg.output), _signals_raise():
-            # checked under the lock: a run that just finished cannot be overwritten by accident
-            output.check_output(cfg.output, cfg.corpus, cfg.overwrite)
-            jobmod.check_syntax(cfg.job)
-            files = list_inputs(cfg.corpus)
-            slots = sum(t.cores for t in self.transports.values())
-            found = resume.find_previous(cfg.state, cfg.output)
-            shard_size = cfg.shard_size or auto_shard_size(sum(f.size for f in files), slots,
-                                                           DEFAULT_SHARD_LIMIT)
-            reducers = cfg.reducers or max(1, slots)
-            if cfg.resume and found is not None:  # same cuts and reducers as the earlier run
-                old = found[1].get("fingerprint") or {}
-                shard_size = cfg.shard_size or old.get("shard_size") or shard_size
-                reducers = cfg.reducers or old.get("reducers") or reducers
-            shards = plan(files, shard_size)
-            self.shards = {s.task: s for s in shards}
-            self.fingerprint = resume.job_fingerprint(cfg.job, cfg.params, reducers, cfg.seed,
-                                                      shard_size)
-            if cfg.resume:
-                self.previous = resume.load(cfg.state, cfg.output, self.fingerprint)
-                self.resumed_from = self.previous.run_id if self.previous else None
-            self.superseded = found[0] if found is not None else None
-            self.journal = Journal(cfg.state, self.run_id)
-            self._write_plan(shards, reducers)
-            log.debug("run %s: %d shards, %d reducers, hosts %s", self.run_id, len(shards),
-                      reducers, ", ".join(self.transports),
-                      extra={"event": "run_started", "fields": {
-                          "job": str(cfg.job), "corpus": str(cfg.corpus), "shards": len(shards),
-                          "reducers": reducers}})
-            status, code, error = "failed", 1, None
-            try:
-                self._run(shards, reducers)
-                status, code = "succeeded", 0
-            except Interrupted as e:
-                status, code, error = "interrupted", e.exit_code, str(e)
-                raise
-            except KeyboardInterrupt:
-                status, code, error = "interrupted", 130, "interrupted"
-                raise Interrupted(2) from None
-            except Exception as e:
-                code = getattr(e, "exit_code", 1)
-                error = str(e)
-                raise
-            finally:
-                self._shutdown()
-                output.abandon(self.staging)
-                seconds = time.monotonic() - started
-                self._write_summary(status, code, error, seconds, len(shards), reducers)
-                self.journal.event("run_end", status=status, exit_code=code)
-                self.journal.close()
-        return Summary(self.run_id, cfg.output, seconds, self.counters, self.host_stats,
+        try:
+            with output.OutputLock(self.cfg.state, self.cfg.output), _signals_raise():
+                shards, reducers = self._plan()
+                seconds = self._journaled(shards, reducers, started)
+        finally:
+            self._shutdown()  # also when planning failed: SSH transports connect early
+        return Summary(self.run_id, self.cfg.output, seconds, self.counters, self.host_stats,
                        len(shards), reducers)
+
+    def _plan(self) -> tuple[list[Shard], int]:
+        """Check the output and the job, cut the corpus; under the lock, so a run that just
+        finished cannot be overwritten by accident."""
+        cfg = self.cfg
+        output.check_output(cfg.output, cfg.corpus, cfg.overwrite)
+        jobmod.check_syntax(cfg.job)
+        files = list_inputs(cfg.corpus)
+        slots = sum(t.cores for t in self.transports.values())
+        found = resume.find_previous(cfg.state, cfg.output)
+        shard_size = cfg.shard_size or auto_shard_size(sum(f.size for f in files), slots,
+                                                       DEFAULT_SHARD_LIMIT)
+        reducers = cfg.reducers or max(1, slots)
+        if cfg.resume and found is not None:  # same cuts and reducers as the earlier run
+            old = found[1].get("fingerprint") or {}
+            shard_size = cfg.shard_size or old.get("shard_size") or shard_size
+            reducers = cfg.reducers or old.get("reducers") or reducers
+        shards = plan(files, shard_size)
+        self.shards = {s.task: s for s in shards}
+        self.fingerprint = resume.job_fingerprint(cfg.job, cfg.params, reducers, cfg.seed,
+                                                  shard_size)
+        if cfg.resume:
+            self.previous = resume.load(cfg.state, cfg.output, self.fingerprint)
+            self.resumed_from = self.previous.run_id if self.previous else None
+        self.superseded = found[0] if found is not None else None
+        return shards, reducers
+
+    def _journaled(self, shards: list[Shard], reducers: int, started: float) -> float:
+        """Run with a journal; the summary is written however the run ends."""
+        self.journal = Journal(self.cfg.state, self.run_id)
+        self._write_plan(shards, reducers)
+        log.debug("run %s: %d shards, %d reducers", self.run_id, len(shards), reducers,
+                  extra={"event": "run_started", "fields": {
+                      "job": str(self.cfg.job), "corpus": str(self.cfg.corpus),
+                      "shards": len(shards), "reducers": reducers}})
+        status, code, error = "failed", 1, None
+        try:
+            self._run(shards, reducers)
+            status, code = "succeeded", 0
+        except Interrupted as e:
+            status, code, error = "interrupted", e.exit_code, str(e)
+            raise
+        except KeyboardInterrupt:
+            status, code, error = "interrupted", 130, "interrupted"
+            raise Interrupted(2) from None
+        except Exception as e:
+            code, error = getattr(e, "exit_code", 1), str(e)
+            raise
+        finally:
+            self._shutdown()
+            output.abandon(self.staging)
+            seconds = time.monotonic() - started
+            self._write_summary(status, code, error, seconds, len(shards), reducers)
+            self.journal.event("run_end", status=status, exit_code=code)
+            self.journal.close()
+        return seconds
 
     def _run(self, shards: list[Shard], reducers: int) -> None:
         assert self.journal is not None
@@ -480,6 +493,9 @@ class Runner:
     # --- shutdown and journal ---------------------------------------------------------------
 
     def _shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         for slot, worker in list(self.workers.items()):
             self.slot_gen[slot] = -1
             worker.send({"op": "quit"})
