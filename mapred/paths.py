@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 
@@ -61,3 +62,14 @@ def numba_cache_dir(version: str) -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     py = f"py{sys.version_info[0]}{sys.version_info[1]}"
     return Path(base) / "mapred" / f"numba-{version}-{py}"
+
+
+def remove(path: Path) -> None:
+    """Remove a file or a directory tree if it exists; never follows a symlinked directory."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink()
+        except OSError:
+            pass

@@ -75,18 +75,25 @@ def check_compatible(plan: dict[str, Any], fingerprint: dict[str, Any]) -> None:
                 "(run again without --resume)")
 
 
-def committed_maps(run_dir: Path) -> dict[str, tuple[str, dict[int, list[str]]]]:
-    """task -> (host, outputs) for every committed map attempt in the journal."""
-    out: dict[str, tuple[str, dict[int, list[str]]]] = {}
+def _events(run_dir: Path) -> list[dict[str, Any]]:
+    """The journal's events; a line cut short by the crash is skipped."""
     try:
         lines = (run_dir / "events.jsonl").read_text().splitlines()
     except OSError:
-        return out
+        return []
+    out = []
     for line in lines:
         try:
-            ev = json.loads(line)
+            out.append(json.loads(line))
         except ValueError:
-            continue  # a line cut short by the crash
+            continue
+    return out
+
+
+def committed_maps(run_dir: Path) -> dict[str, tuple[str, dict[int, list[str]]]]:
+    """task -> (host, outputs) for every committed map attempt in the journal."""
+    out: dict[str, tuple[str, dict[int, list[str]]]] = {}
+    for ev in _events(run_dir):
         if ev.get("event") == "task_end" and ev.get("kind") == "map" and \
                 ev.get("outcome") == "ok" and "outputs" in ev:
             out[ev["task"]] = (ev["host"], {int(p): v for p, v in ev["outputs"].items()})
@@ -110,16 +117,5 @@ def load(state: Path, output: Path, fingerprint: dict[str, Any]) -> Previous | N
 
 def scratch_dirs(run_dir: Path) -> dict[str, str]:
     """host -> scratch directory of a run, from its journal."""
-    out: dict[str, str] = {}
-    try:
-        lines = (run_dir / "events.jsonl").read_text().splitlines()
-    except OSError:
-        return out
-    for line in lines:
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            continue
-        if ev.get("event") == "host_scratch":
-            out[ev["host"]] = ev["path"]
-    return out
+    return {ev["host"]: ev["path"] for ev in _events(run_dir)
+            if ev.get("event") == "host_scratch"}

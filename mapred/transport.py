@@ -170,11 +170,7 @@ class LocalTransport:
 
     def remove(self, remote_paths: list[str]) -> None:
         for p in remote_paths:
-            path = Path(p)
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            paths.remove(Path(p))
 
     def close(self) -> None:
         for w in self.workers:

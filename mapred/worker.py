@@ -25,12 +25,13 @@ from __future__ import annotations
 import json
 import os
 import queue
-import shutil
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, TextIO
+
+from mapred import paths
 
 HEARTBEAT_SECONDS = 2.0
 PROGRESS_SECONDS = 0.25
@@ -76,7 +77,7 @@ class Worker:
             self._task(msg, self._reduce)
         elif op == "drop":
             for p in msg.get("paths", []):
-                _remove(Path(p))
+                paths.remove(Path(p))
         elif op == "preload":  # sent by SSH transports: warm up while the coordinator plans
             try:
                 _warm_up(Path(msg["scratch"]))
@@ -147,7 +148,7 @@ class Worker:
                 inputs = localize(inputs, tmp / "in", self.scratch)
             counters = run_reduce(self.job, inputs, Path(msg["out"]), tmp)
         finally:
-            _remove(tmp)
+            paths.remove(tmp)
         os.chmod(msg["out"], _OUTPUT_MODE)
         return {"outputs": {str(msg["partition"]): [msg["out"]]}, "counters": counters}
 
@@ -205,16 +206,6 @@ def _default_budget(slots: int) -> int:
     return max(64 << 20, min(1 << 30, total // 8 // max(1, slots)))
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        try:
-            path.unlink()
-        except OSError:
-            pass
-
-
 def _read_requests(requests: queue.Queue[dict[str, Any] | None], worker: Worker) -> None:
     """Feed requests to the main thread; on end of input, clean up and exit at once.
 
@@ -232,16 +223,14 @@ def _read_requests(requests: queue.Queue[dict[str, Any] | None], worker: Worker)
 
 
 def _remove_in_flight(worker: Worker) -> None:
-    from mapred import paths
-
     msg = worker.current
     if msg is None or worker.scratch is None:
         return
     if msg["op"] == "map":
-        _remove(paths.map_attempt_dir(worker.scratch, msg["attempt"]))
+        paths.remove(paths.map_attempt_dir(worker.scratch, msg["attempt"]))
     else:
-        _remove(worker.scratch / "reduce" / msg["attempt"])
-        _remove(Path(msg["out"]))
+        paths.remove(worker.scratch / "reduce" / msg["attempt"])
+        paths.remove(Path(msg["out"]))
 
 
 def _heartbeat(channel: Channel) -> None:
