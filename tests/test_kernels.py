@@ -319,21 +319,22 @@ def test_table_exact_on_hash_tag_collisions():
     from mapred import kernels_table as KT
 
     @njit
-    def tags(base, nbuf, starts, ln):
+    def tags(buf, starts, ln):
         out = np.empty(len(starts), np.int64)
         for i in range(len(starts)):
-            k0, k1 = KT._key_words(base, nbuf, starts[i], ln)
-            out[i] = np.int64(KT._key_hash(base + starts[i], ln, k0, k1) >> np.uint64(32))
+            out[i] = KT.tag_of(buf, starts[i], ln)
         return out
 
-    # the differing bytes in k0 only, k1 only, k0 and k1, beyond byte 16 only
-    for head, tail in ((b"", b"01234567"), (b"abcdefgh", b""), (b"abcd", b""),
-                       (b"0123456789abcdef" * 2 + b"x", b"")):
+    # the keys differ in: word 0 only, word 1 only, words 0+1, word 2, word 3, word 4 (the last
+    # inline word), only beyond the 40 inline bytes (aligned and not)
+    for head, tail in ((b"", b"01234567"), (b"abcdefgh", b""), (b"abcd", b""), (b"x" * 16, b""),
+                       (b"x" * 24, b"yz"), (b"x" * 32, b""), (b"x" * 40, b""),
+                       (b"x" * 45, b"tail")):
         n = 300_000
         data = b"".join(head + i.to_bytes(8, "little") + tail for i in range(n))
         ln = len(head) + 8 + len(tail)
         buf = np.frombuffer(data, np.uint8)
-        t = tags(buf.ctypes.data, len(buf), np.arange(n, dtype=np.int64) * ln, ln)
+        t = tags(buf, np.arange(n, dtype=np.int64) * ln, ln)
         order = np.argsort(t, kind="stable")
         dup = np.flatnonzero(t[order][1:] == t[order][:-1])
         assert len(dup) > 0, "no tag collision found: make n larger"

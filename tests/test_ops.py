@@ -169,7 +169,7 @@ def test_resume_after_coordinator_kill_9_reuses_committed_maps(tmp_path, state_e
     for i in range(8):
         (corpus / f"f{i}.txt").write_bytes(b"".join(b"w%d common\n" % j for j in range(12)))
     job = tmp_path / "slowish.py"
-    job.write_text(SLOW_JOB.replace("0.02", "0.05").replace(
+    job.write_text(SLOW_JOB.replace("0.02", "0.1").replace(
         "yield line, 1", "for w in line.split():\n        yield w, 1"))
     out = tmp_path / "o"
     env = {**os.environ, **state_env}
@@ -194,10 +194,14 @@ def test_resume_after_coordinator_kill_9_reuses_committed_maps(tmp_path, state_e
     total = len(json.loads((first / "plan.json").read_text())["shards"])
     assert 3 <= len(committed) < total
     assert not out.exists()
-    time.sleep(1.0)  # the dead coordinator's workers see their stdin close and exit
     ours = state_env["XDG_STATE_HOME"]  # in the environment of this test's workers only
-    leftover = [p for p in Path("/proc").iterdir() if p.name.isdigit()
-                and "mapred.worker" in _cmdline_env(p) and ours in _cmdline_env(p)]
+    deadline = time.monotonic() + 10  # the dead coordinator's workers see stdin close and exit
+    while True:
+        leftover = [p for p in Path("/proc").iterdir() if p.name.isdigit()
+                    and "mapred.worker" in _cmdline_env(p) and ours in _cmdline_env(p)]
+        if not leftover or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert leftover == []
     # the same command line plus --resume: committed maps are not run again
     run_mapred(*args[3:], "--resume", env=state_env)
