@@ -133,7 +133,7 @@ COUNTER = ("import sys; from collections import Counter; "
            "Counter(open(sys.argv[1], 'rb').read().split())")
 DASK = ("import sys, dask.bag as db\n"
         "if __name__ == '__main__':\n"
-        "    b = db.read_text(sys.argv[1], blocksize='64MiB')\n"
+        "    b = db.read_text(sys.argv[1], blocksize='64MiB', errors='surrogateescape')\n"
         "    b.map(str.split).flatten().frequencies().compute(scheduler='processes', "
         "num_workers=2)\n")
 
