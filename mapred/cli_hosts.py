@@ -329,7 +329,7 @@ def _wheel_dir_name(probe: dict[str, Any]) -> str:
 # --- typer commands --------------------------------------------------------------------------
 
 HostsOpt = Annotated[Path | None, typer.Option(
-    "--hosts", help="hosts.toml [default: ./hosts.toml].", show_default=False)]
+    "--hosts", help="The hosts file (hosts.toml format).", show_default="./hosts.toml")]
 AcceptOpt = Annotated[bool, typer.Option(
     "--accept-new-host-keys", help="Trust and remember host keys not yet in known_hosts "
     "(a changed key is always refused).")]

@@ -6,6 +6,9 @@ another host, served by that host's per-job rsync daemon. :func:`localize` fetch
 per source host, the file list NUL-separated on stdin, the password in ``RSYNC_PASSWORD`` read from
 the run's private ``.shuffle/password`` file, never on a command line) and returns local paths in
 the order of ``inputs`` (the merge order of equal keys must not depend on where a run was made).
+An input may carry the ``size`` and ``sha256`` its map attempt had when it committed (a local one is
+then ``{"path": PATH, "size": N, "sha256": HEX}``): every such file is checked before the reduce
+reads it, so a truncated or damaged partial is never merged.
 
 **Host agent.** ``python -m mapred.fetch agent`` is started by the coordinator once per run and
 host over SSH. It reads its configuration (work dir, run token, shuffle secret) as the first JSON
@@ -16,7 +19,16 @@ then serves small requests (JSON lines) until it is told to stop, its stdin clos
 coordinator quit, died, or its connection dropped) or the coordinator stays silent for
 ``PING_TIMEOUT`` seconds. Then it kills every process of the run (they carry ``MAPRED_TOKEN`` in
 their environment: workers, the daemon, fetches), removes the scratch directory and exits, so
-nothing of the run is left running, listening or on disk (the shard cache excepted).
+nothing of the run is left running or listening.
+
+**Kept map outputs (``--resume``).** The coordinator names each committed map attempt's directory
+(``keep``); the agent hard-links its files under the scratch's ``.kept/`` at once (so nothing a
+worker removes later can take them). When the coordinator disappears without saying ``stop`` (it
+crashed, or was cut off), ``.kept`` becomes ``WORKDIR/keep/RUN_ID/`` (same layout as the scratch
+dir) before the scratch is removed: a ``mapred run --resume`` adopts them (``adopt``: moved into
+its own scratch, so its daemon serves them); the next successful run on that output, or
+``KEEP_MAX_AGE``, removes them (``forget``, or the sweep at every agent start). Only files stay,
+never a process.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ from __future__ import annotations
 import base64
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -48,26 +61,63 @@ TOKEN_ENV = "MAPRED_TOKEN"  # noqa: S105 - no secret: tags every process of a ru
 FETCH_TIMEOUT = 120  # rsync --timeout: seconds without I/O before a fetch fails
 FETCH_CONNECT_TIMEOUT = 10
 FETCH_TRIES = 2
-PING_TIMEOUT = 45.0  # agent: seconds without a word from the coordinator before it cleans up
-ALIVE_SECONDS = 2.0
+# agent: seconds without a word from the coordinator before it cleans up. The coordinator pings
+# every second and gives a silent host up after 10 s (remote.DEAD_AFTER): this must be longer.
+PING_TIMEOUT = 30.0
+ALIVE_SECONDS = 1.0  # the agent's heartbeat: what the coordinator's liveness check listens to
 CACHE_MAX_AGE = 14 * 86400  # cached shards unused this long are evicted at the next run start
 STALE_TEMP_AGE = 86400
 STALE_RUN_AGE = 3600  # a run dir without a live agent lock, older than this, is removed
+KEEP_DIR = "keep"  # WORKDIR/keep/RUN_ID: committed map outputs of a run whose coordinator vanished
+KEEP_MAX_AGE = 7 * 86400  # kept outputs nobody resumed are removed after this long
 MAX_GET = 1 << 20  # agent "get": files up to this size come back inline
+HASH_CHUNK = 1 << 20
 
 _REL_RE = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 _URL_RE = re.compile(r"(rsync://[^/]+/[^/]+/)(.+)")
+_RUN_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_FETCH_HOST_RE = re.compile(r"FetchError: (?:fetching \d+ map output\(s\) from|map output \S+ "
+                            r"from) host (\S+) ")
+_OUTPUT_RE = re.compile(r"\b(m\d+\.\w+/p\d+-\d+\.run)\b")
+KEPT = ".kept"  # under the scratch dir: hard links of committed map outputs
 
 
 class FetchError(Exception):
     """A map output could not be fetched; the message names the source host and rsync's error."""
 
 
+def fetch_error_host(error: str) -> str | None:
+    """The source host named by a reduce attempt's error when a fetch from it failed, else None."""
+    m = _FETCH_HOST_RE.search(error)
+    return m[1] if m else None
+
+
+def lost_outputs(error: str) -> list[str]:
+    """``ATTEMPT/pNNNNN-SSSS.run`` map outputs a failed fetch found missing or damaged (not a
+    connection problem: those name no file)."""
+    if "FetchError" not in error or not any(
+            w in error for w in ("No such file", "damaged", "cannot be read", "(code 23)")):
+        return []
+    return sorted(set(_OUTPUT_RE.findall(error)))
+
+
+def file_sum(path: Path) -> tuple[int, str]:
+    """(size, sha256 hex) of a file."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
+
+
 # --- shuffle fetch (reducer side) ------------------------------------------------------------
 
 
 def localize(inputs: list[Any], dest: Path, scratch: Path) -> list[str]:
-    """Local paths for a reduce request's ``inputs``, fetching remote ones into ``dest``."""
+    """Local paths for a reduce request's ``inputs``, fetching remote ones into ``dest``; every
+    input that names its ``size``/``sha256`` is checked (FetchError naming its host if wrong)."""
     if all(isinstance(i, str) for i in inputs):
         return list(inputs)
     groups: dict[str, list[tuple[int, str]]] = {}
@@ -77,21 +127,45 @@ def localize(inputs: list[Any], dest: Path, scratch: Path) -> list[str]:
         if isinstance(item, str):
             out.append(item)
             continue
+        if "path" in item:
+            out.append(str(item["path"]))
+            continue
         base, rel = _split_url(str(item["url"]))
         groups.setdefault(base, []).append((index, rel))
         labels[base] = str(item.get("host") or base)
         out.append("")
-    password = _read_password(scratch)
-    targets = {base: dest / f"src{n}" for n, base in enumerate(groups)}
-    with ThreadPoolExecutor(max_workers=min(8, len(groups))) as pool:
-        futures = [pool.submit(_fetch_group, base, [rel for _, rel in items], targets[base],
-                               password, labels[base]) for base, items in groups.items()]
-        for f in futures:
-            f.result()
-    for base, items in groups.items():
-        for index, rel in items:
-            out[index] = str(targets[base] / rel)
+    if groups:
+        password = _read_password(scratch)
+        targets = {base: dest / f"src{n}" for n, base in enumerate(groups)}
+        with ThreadPoolExecutor(max_workers=min(8, len(groups))) as pool:
+            futures = [pool.submit(_fetch_group, base, [rel for _, rel in items], targets[base],
+                                   password, labels[base]) for base, items in groups.items()]
+            for f in futures:
+                f.result()
+        for base, items in groups.items():
+            for index, rel in items:
+                out[index] = str(targets[base] / rel)
+    for item, path in zip(inputs, out, strict=True):
+        if isinstance(item, dict) and ("size" in item or "sha256" in item):
+            _check_input(Path(path), item)
     return out
+
+
+def _check_input(path: Path, item: dict[str, Any]) -> None:
+    """The map output at ``path`` is exactly what its attempt committed, or FetchError."""
+    host = str(item.get("host") or "this host")
+    name = f"{path.parent.name}/{path.name}"  # ATTEMPT/pNNNNN-SSSS.run
+    try:
+        size, digest = file_sum(path) if "sha256" in item else (path.stat().st_size, "")
+    except OSError as e:
+        raise FetchError(f"map output {name} from host {host} cannot be read: "
+                         f"{e.strerror}") from e
+    if "size" in item and size != int(item["size"]):
+        raise FetchError(f"map output {name} from host {host} is damaged: {size} bytes, "
+                         f"committed with {int(item['size'])}")
+    if "sha256" in item and digest != item["sha256"]:
+        raise FetchError(f"map output {name} from host {host} is damaged: its sha256 "
+                         "differs from the committed file's")
 
 
 def _split_url(url: str) -> tuple[str, str]:
@@ -156,6 +230,8 @@ class Agent:
         self.daemon_info: dict[str, Any] | None = None
         self.lock_fd: int | None = None
         self.stopping = False
+        self.kept = self.workdir / KEEP_DIR
+        self.keep_run: str | None = None  # the coordinator's run id, from its "keep" requests
 
     # --- start --------------------------------------------------------------------------------
 
@@ -163,9 +239,10 @@ class Agent:
         os.umask(0o077)
         os.environ[TOKEN_ENV] = self.token  # inherited by the daemon: killed with the run
         self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for d in (self.workdir / "runs", self.cache, self.jobs):
+        for d in (self.workdir / "runs", self.cache, self.jobs, self.kept):
             d.mkdir(exist_ok=True, mode=0o700)
         self._sweep_runs()
+        kept = self._sweep_kept()
         self.scratch.mkdir(mode=0o700)
         self.lock_fd = os.open(self.scratch / ".agent.lock", os.O_CREAT | os.O_RDWR, 0o600)
         fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
@@ -180,7 +257,21 @@ class Agent:
                 "mapred": _mapred_version(), "cores": _cores(), "free": _free(self.workdir),
                 "address": address, "daemon": self.daemon_info, "rsync": bool(
                     shutil.which("rsync")), "cache": self._cache_listing(),
-                "jobs": sorted(_listing(self.jobs))}
+                "jobs": sorted(_listing(self.jobs)), "kept": kept}
+
+    def _sweep_kept(self) -> list[str]:
+        """Run ids with kept map outputs; those older than KEEP_MAX_AGE are removed first."""
+        now, out = time.time(), []
+        for d in self.kept.iterdir():
+            try:
+                age = now - d.stat().st_mtime
+            except OSError:
+                continue
+            if age > KEEP_MAX_AGE or not _RUN_RE.fullmatch(d.name):
+                _remove(d)
+            else:
+                out.append(d.name)
+        return sorted(out)
 
     def _sweep_runs(self) -> None:
         """Remove run dirs of earlier runs whose agent is gone (a crash, a power cut)."""
@@ -269,13 +360,21 @@ class Agent:
                 self._put(msg)
             elif op == "get":
                 reply.update(self._get(msg))
-            elif op == "pull":
-                threading.Thread(target=self._pull, args=(msg,), daemon=True).start()
-                return True  # replies when done
+            elif op in ("pull", "verify", "sums"):  # slow: on a thread, replies when done
+                threading.Thread(target=self._slow, args=(msg,), daemon=True).start()
+                return True
             elif op == "touch":
                 for name in msg.get("names", []):
                     if _REL_RE.fullmatch(name) and "/" not in name:
                         _touch(self.cache / name)
+            elif op == "keep":
+                self._note_keep(msg)
+            elif op == "adopt":
+                reply.update(self._adopt(str(msg["run"])))
+            elif op == "forget":
+                for run in msg.get("runs", []):
+                    if _RUN_RE.fullmatch(str(run)):
+                        _remove(self.kept / str(run))
         except Exception as e:  # noqa: BLE001 - reported to the coordinator
             reply["error"] = f"{type(e).__name__}: {e}"
         if msg.get("id") is not None:
@@ -300,21 +399,92 @@ class Agent:
         tmp.write_bytes(base64.b64decode(msg["data"]))
         os.replace(tmp, path)
 
-    def _pull(self, msg: dict[str, Any]) -> None:
-        """Copy a cached shard from another host's daemon into our cache (for ``id``)."""
+    def _slow(self, msg: dict[str, Any]) -> None:
+        """Serve a request that takes time (transfer, hashing) off the request loop."""
         reply: dict[str, Any] = {"ev": "reply", "id": msg.get("id")}
         try:
-            name = str(msg["name"])
-            if not re.fullmatch(r"[0-9a-f]{64}", name):
-                raise ValueError(f"bad cache name {name!r}")
-            base, rel = _split_url(str(msg["url"]))
-            if rel != name:
-                raise ValueError("url and name disagree")
-            if not (self.cache / name).exists():
-                _fetch_group(base, [rel], self.cache, self.secret, str(msg.get("host", base)))
+            if msg.get("op") == "pull":
+                self._pull(msg)
+            elif msg.get("op") == "verify":
+                self._verify(msg)
+            else:
+                reply["sums"] = {p: list(file_sum(self._inside(p, self.scratch / "map")))
+                                 for p in msg.get("paths", [])}
         except Exception as e:  # noqa: BLE001 - reported to the coordinator
             reply["error"] = f"{type(e).__name__}: {e}"
-        self.send(reply)
+        if msg.get("id") is not None:
+            self.send(reply)
+
+    def _pull(self, msg: dict[str, Any]) -> None:
+        """Copy a cached shard from another host's daemon into our cache."""
+        name = str(msg["name"])
+        if not re.fullmatch(r"[0-9a-f]{64}", name):
+            raise ValueError(f"bad cache name {name!r}")
+        base, rel = _split_url(str(msg["url"]))
+        if rel != name:
+            raise ValueError("url and name disagree")
+        if not (self.cache / name).exists():
+            _fetch_group(base, [rel], self.cache, self.secret, str(msg.get("host", base)))
+
+    def _verify(self, msg: dict[str, Any]) -> None:
+        """A cached shard is whole: its size, and its sha256 is its name; if not, it goes."""
+        name = str(msg["name"])
+        if not re.fullmatch(r"[0-9a-f]{64}", name):
+            raise ValueError(f"bad cache name {name!r}")
+        path = self.cache / name
+        size, digest = file_sum(path)
+        if size != int(msg["size"]) or digest != name:
+            _remove(path)
+            raise ValueError(f"cached shard {name[:12]} is damaged ({size} bytes, expected "
+                             f"{int(msg['size'])}): removed")
+
+    def _note_keep(self, msg: dict[str, Any]) -> None:
+        """Hard-link a committed attempt's files under ``.kept`` (same relative layout)."""
+        run = str(msg["run"])
+        if not _RUN_RE.fullmatch(run):
+            raise ValueError(f"bad run id {run!r}")
+        self.keep_run = run
+        for p in msg.get("paths", []):
+            src = self._inside(str(p), self.scratch / "map")
+            dst = self.scratch / KEPT / src.relative_to(self.scratch)
+            for dirpath, _, names in os.walk(src):
+                target = dst / Path(dirpath).relative_to(src)
+                target.mkdir(parents=True, exist_ok=True, mode=0o700)
+                for n in names:
+                    try:
+                        os.link(Path(dirpath) / n, target / n)
+                    except FileExistsError:
+                        pass
+
+    def _adopt(self, run: str) -> dict[str, Any]:
+        """Move a crashed run's kept map outputs into this run's scratch (served by our daemon).
+
+        Returns ``root`` (where the old run's ``map`` dir now is) and ``files`` (path relative to
+        it -> size)."""
+        if not _RUN_RE.fullmatch(run):
+            raise ValueError(f"bad run id {run!r}")
+        src = self.kept / run / "map"
+        dst = self.scratch / "map" / "resumed" / run
+        files: dict[str, int] = {}
+        if src.is_dir():
+            dst.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.rename(src, dst)
+            for dirpath, _, names in os.walk(dst):
+                for n in names:
+                    p = Path(dirpath) / n
+                    files[str(p.relative_to(dst))] = p.stat().st_size
+        _remove(self.kept / run)
+        return {"root": str(dst), "files": files}
+
+    def _keep_committed(self) -> None:
+        """Move the committed map outputs' links out of the scratch dir, to WORKDIR/keep/RUN."""
+        src = self.scratch / KEPT
+        if self.keep_run is None or not src.is_dir():
+            return
+        try:
+            os.rename(src, self.kept / self.keep_run)
+        except OSError:
+            pass  # then it is simply not resumable
 
     def _get(self, msg: dict[str, Any]) -> dict[str, Any]:
         path = self._inside(str(msg["path"]), self.scratch)
@@ -325,8 +495,9 @@ class Agent:
 
     # --- stop ---------------------------------------------------------------------------------
 
-    def cleanup(self) -> None:
-        """Kill every process of the run, stop the daemon, remove the scratch dir."""
+    def cleanup(self, keep: bool = False) -> None:
+        """Kill every process of the run, stop the daemon, remove the scratch dir; with ``keep``
+        (the coordinator vanished) committed map outputs are kept for ``--resume`` first."""
         if self.stopping:
             return
         self.stopping = True
@@ -345,6 +516,8 @@ class Agent:
                 self.daemon.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 pass
+        if keep:
+            self._keep_committed()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
@@ -482,7 +655,8 @@ def _kill_group(pid: int) -> None:
             raise
 
 
-def _read_requests(agent: Agent, last: list[float], done: threading.Event) -> None:
+def _read_requests(agent: Agent, last: list[float], done: threading.Event,
+                   stopped: threading.Event) -> None:
     for line in sys.stdin:
         last[0] = time.monotonic()
         if not line.strip():
@@ -492,6 +666,7 @@ def _read_requests(agent: Agent, last: list[float], done: threading.Event) -> No
         except ValueError:
             continue
         if not agent.handle(msg):
+            stopped.set()
             break
     done.set()
 
@@ -516,12 +691,14 @@ def agent_main() -> None:
         agent.cleanup()
         os._exit(1)
     last = [time.monotonic()]
-    threading.Thread(target=_read_requests, args=(agent, last, done), daemon=True).start()
+    stopped = threading.Event()  # told to stop: the run is over, nothing is kept
+    threading.Thread(target=_read_requests, args=(agent, last, done, stopped),
+                     daemon=True).start()
     threading.Thread(target=_heartbeat, args=(agent, done), daemon=True).start()
     while not done.wait(1.0):
         if time.monotonic() - last[0] > PING_TIMEOUT:
             break
-    agent.cleanup()
+    agent.cleanup(keep=not stopped.is_set())
     agent.send({"ev": "bye"})
     os._exit(0)
 

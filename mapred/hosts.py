@@ -21,13 +21,12 @@ import os
 import re
 import socket
 import sys
+import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
-
-import tomllib
 
 from mapred.errors import ConfigError
 from mapred.sshconfig import (

@@ -19,6 +19,15 @@ with the very same options (:func:`~mapred.sshconfig.ssh_command_args`).
   reducer reaches them through an SSH remote port forward bridged by the laptop.
 * Nothing of a run outlives it on a host: see :mod:`mapred.fetch` for the agent's cleanup on stop,
   end of input or silence; worker channels end with the connection.
+* A host is **lost** — once, for the rest of the run — when its agent stays silent for
+  ``DEAD_AFTER`` seconds (a cut link, a frozen or overloaded host: paramiko alone would wait on a
+  dead connection for ever) or its connection breaks (killed host, reset). Then the callbacks
+  registered with :meth:`SSHTransport.watch` hear it first (before any of its workers' exits is
+  delivered), every transfer to it is killed, its connections are closed (which unblocks anything
+  still waiting on them) and nothing is sent to it again, even if it comes back.
+* Bytes are checked: a shard is verified on the host (size, and its sha256 is its cache name) the
+  first time a run uses it; map outputs are summed (size, sha256) when their attempt commits and
+  the reducer checks every input against that before merging it.
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -58,8 +67,11 @@ log = logging.getLogger("mapred")
 PRESPAWN = True  # start the workers (and their numba import) while the coordinator plans
 AGENT_START_TIMEOUT = 30.0  # seconds for the agent to report (python start, mkdir, daemon)
 REQUEST_TIMEOUT = 30.0  # an agent request that waits for its reply
-DEAD_AFTER = float(SERVER_ALIVE_INTERVAL * SERVER_ALIVE_COUNT_MAX)  # silent host: lost
-PING_SECONDS = 2.0
+# A host whose agent (heartbeat every second) is silent this long is lost: a cut link is noticed
+# within DEAD_AFTER + WATCH_SECONDS, inside OpenSSH's own ServerAlive limit (15 s) used by rsync.
+DEAD_AFTER = float(min(10, SERVER_ALIVE_INTERVAL * SERVER_ALIVE_COUNT_MAX))
+WATCH_SECONDS = 0.5  # how often the liveness of each host is checked (and its agent pinged)
+VERIFY_TIMEOUT = 120.0  # hashing a shard or an attempt's map outputs on the host
 STOP_TIMEOUT = 10.0  # waiting for the agent's cleanup at the end of a run
 RSYNC_TIMEOUT = 60  # rsync --timeout: seconds without I/O
 TRANSFER_THREADS = 2  # concurrent shard transfers per host
@@ -405,8 +417,10 @@ class AgentChannel:
                 pass
 
     def request(self, op: str, *, wait: bool = False, timeout: float = REQUEST_TIMEOUT,
+                give_up: Callable[[], str | None] | None = None,
                 **fields: Any) -> dict[str, Any]:
-        """Send a request; with ``wait``, its reply (raises RemoteError on error or timeout)."""
+        """Send a request; with ``wait``, its reply (raises RemoteError on error or timeout, or
+        as soon as ``give_up()`` returns a reason)."""
         msg: dict[str, Any] = {"op": op, **fields}
         fut: Future[dict[str, Any]] | None = None
         if wait:
@@ -418,11 +432,22 @@ class AgentChannel:
         self.send(msg)
         if fut is None:
             return {}
-        try:
-            reply = fut.result(timeout=timeout)
-        except TimeoutError:
-            raise RemoteError(self.label, f"agent request {op!r}", None,
-                              why=f"got no answer in {timeout:g}s") from None
+        if self.closed.is_set() and not fut.done():  # the reader is gone: no reply will come
+            raise RemoteError(self.label, f"agent request {op!r}", None, why="failed: agent ended")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reply = fut.result(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+                break
+            except TimeoutError:
+                why = give_up() if give_up is not None else None
+                if why is None and time.monotonic() >= deadline:
+                    why = f"got no answer in {timeout:g}s"
+                if why is not None:
+                    with self._lock:
+                        self._replies.pop(int(msg["id"]), None)
+                    raise RemoteError(self.label, f"agent request {op!r}", None,
+                                      why=why) from None
         if reply.get("error"):
             raise RemoteError(self.label, f"agent request {op!r}", None, str(reply["error"]))
         return reply
@@ -441,10 +466,18 @@ class AgentChannel:
 
 
 class SSHWorker:
-    """A ``python -m mapred.worker`` on a host: JSON lines over one SSH channel."""
+    """A ``python -m mapred.worker`` on a host: JSON lines over one SSH channel.
 
-    def __init__(self, slot: str, chan: Any, log_path: Path, owner: SSHTransport) -> None:
-        self.slot, self.chan, self.owner = slot, chan, owner
+    The channel is opened on a thread of its own (``open_chan``), so starting a worker never
+    blocks the coordinator, even on a host that stopped answering; what is sent before the channel
+    is open waits for it. When the channel ends because the host's connection died, the host is
+    declared lost before this worker's exit is delivered.
+    """
+
+    def __init__(self, slot: str, log_path: Path, owner: SSHTransport,
+                 open_chan: Callable[[], Any]) -> None:
+        self.slot, self.owner = slot, owner
+        self.chan: Any = None
         self.pid: int | None = None
         self.ended = threading.Event()
         self._tail = bytearray()
@@ -452,10 +485,33 @@ class SSHWorker:
         self._deliver_lock = threading.Lock()
         self._on_message: OnMessage | None = None
         self._pending: list[dict[str, Any] | None] = []  # until attach()
+        self._unsent: list[bytes] | None = []  # until the channel is open
+        self._closing = False
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed when the channel ends
         self._stderr_done = threading.Event()
+        threading.Thread(target=self._start, args=(open_chan,), daemon=True,
+                         name=f"worker-{slot}").start()
+
+    def _start(self, open_chan: Callable[[], Any]) -> None:
+        try:
+            chan = open_chan()
+        except Exception as e:  # noqa: BLE001 - reported as the worker's exit
+            self.note(f"cannot start the worker: {_reason(e)}\n".encode())
+            self._stderr_done.set()
+            self._finish()
+            return
+        with self._lock:
+            self.chan = chan
+            unsent, self._unsent = self._unsent or [], None
+            try:
+                for data in unsent:
+                    chan.sendall(data)
+            except Exception:  # noqa: BLE001,S110 - the exit is reported by _pump
+                pass
+        if self._closing:
+            self.close()
         threading.Thread(target=self._read_stderr, daemon=True).start()
-        threading.Thread(target=self._pump, daemon=True, name=f"worker-{slot}").start()
+        self._pump()
 
     def attach(self, on_message: OnMessage) -> None:
         """Start delivering messages (those that came before first, in order)."""
@@ -485,6 +541,10 @@ class SSHWorker:
         except Exception:  # noqa: BLE001,S110 - the channel died: reported as an exit
             pass
         self._stderr_done.wait(2.0)
+        self._finish()
+
+    def _finish(self) -> None:
+        self.owner._check_connection(self.chan)  # a dead connection: the host is lost first
         self._log.close()
         self.ended.set()
         self._deliver(None)
@@ -510,6 +570,9 @@ class SSHWorker:
     def send(self, msg: dict[str, Any]) -> None:
         data = (json.dumps(msg) + "\n").encode()
         with self._lock:
+            if self._unsent is not None:
+                self._unsent.append(data)
+                return
             try:
                 self.chan.sendall(data)
             except Exception:  # noqa: BLE001,S110 - the exit is reported by _pump
@@ -522,9 +585,14 @@ class SSHWorker:
 
     def close(self) -> None:
         """End the worker's stdin (it exits and cleans up) and the channel."""
+        with self._lock:
+            self._closing = True
+            chan = self.chan
+        if chan is None:
+            return  # closed as soon as it opens
         try:
-            self.chan.shutdown_write()
-            self.chan.close()
+            chan.shutdown_write()
+            chan.close()
         except Exception:  # noqa: BLE001,S110 - already closed
             pass
 
@@ -544,6 +612,7 @@ class ShuffleGroup:
         self.members: dict[str, SSHTransport] = {}
         self.used = False
         self.lock = threading.Lock()
+        self.sums: dict[tuple[str, str], tuple[int, str]] = {}  # (host, map output) -> size, sha
 
     def join(self, t: SSHTransport) -> None:
         with self.lock:
@@ -560,10 +629,13 @@ class ShuffleGroup:
             return self.members.get(name)
 
     def holders(self, digest: str, exclude: SSHTransport) -> list[SSHTransport]:
-        """Members other than ``exclude`` that have the shard ``digest`` cached."""
+        """Members other than ``exclude``, not lost, that have the shard ``digest`` cached (the
+        receiving host checks the copy; verified copies first)."""
         with self.lock:
             members = list(self.members.values())
-        return [m for m in members if m is not exclude and digest in m._cached]
+        found = [m for m in members if m is not exclude and getattr(m, "_lost", None) is None
+                 and digest in m._cached]
+        return sorted(found, key=lambda m: digest not in getattr(m, "_verified", ()))
 
 
 _GROUP: ShuffleGroup | None = None
@@ -629,6 +701,9 @@ class SSHTransport:
         self._lock = threading.Lock()
         self._closed = False
         self._lost: str | None = None
+        self._lost_lock = threading.Lock()
+        self._on_lost: list[Callable[[str, str], None]] = []
+        self._verified: set[str] = set()  # shards checked on the host during this run
         _sweep_local_tmp()
         self._tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-"))  # socket, stage
         atexit.register(self.close)  # a run that failed before it started still cleans up
@@ -770,28 +845,73 @@ class SSHTransport:
         """Ping the agent; a host silent for DEAD_AFTER seconds is lost (its workers end)."""
         agent = self._agent
         assert agent is not None
-        while not self._closed:
-            time.sleep(1.0)
+        while not self._closed and self._lost is None:
+            time.sleep(WATCH_SECONDS)
             if self._closed:
                 return
             silent = time.monotonic() - agent.last_seen
             if agent.closed.is_set() or silent > DEAD_AFTER:
-                why = "its agent ended" if agent.closed.is_set() else \
-                    f"no answer for {silent:.0f}s"
-                self._lose(f"connection to host {self.name} lost: {why}")
+                why = "its agent ended (connection closed)" if agent.closed.is_set() else \
+                    f"no answer for {silent:.1f}s"
+                self._lose(f"host {self.name} lost: {why}")
                 return
             agent.send({"op": "ping"})
 
-    def _lose(self, reason: str) -> None:
+    def watch(self, on_lost: Callable[[str, str], None]) -> None:
+        """Call ``on_lost(host, reason)`` once when this host is lost (at once if it is)."""
+        with self._lost_lock:
+            self._on_lost.append(on_lost)
+            lost = self._lost
+        if lost is not None:
+            on_lost(self.name, lost)
+
+    @property
+    def lost(self) -> str | None:
+        return self._lost
+
+    def lose(self, reason: str) -> None:
+        """Give the host up for the rest of the run (the runner decided it is unusable)."""
+        self._lose(reason)
+
+    def _check_connection(self, chan: Any) -> None:
+        """After a worker channel ended: if it was because the connection died, the host is lost.
+
+        paramiko closes a dying connection's channels a moment before it marks the connection
+        inactive, hence the short wait when the channel brought no exit status."""
         if self._closed or self._lost is not None:
             return
-        self._lost = reason
-        log.warning("%s", reason)
+        transport = chan.get_transport() if chan is not None else \
+            (self._conns[0].transport if self._conns else None)
+        if chan is not None and chan.exit_status_ready() and chan.exit_status >= 0:
+            return  # the worker process exited: the connection is fine
+        for _ in range(10):
+            if transport is None or not transport.is_active():
+                self._lose(f"host {self.name} lost: its SSH connection broke")
+                return
+            time.sleep(0.05)
+
+    def _lose(self, reason: str) -> None:
+        with self._lost_lock:  # callers wait until the callbacks heard it
+            if self._closed or self._lost is not None:
+                return
+            self._lost = reason
+            log.log(logging.DEBUG if self._on_lost else logging.WARNING, "%s", reason)
+            for callback in self._on_lost:
+                callback(self.name, reason)
         for w in self._workers:
             w.note(f"\n{reason}\n".encode())
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self._kill_procs()
+        agent = self._agent
+        if agent is not None:  # if it ever hears it (a frozen host that thaws): keep nothing
+            sender = threading.Thread(target=agent.send, args=({"op": "stop"},), daemon=True)
+            sender.start()
+            sender.join(1.0)
         for conn in self._conns:
-            conn.close()
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001,S110 - closing a broken connection
+                pass
 
     def _kill_procs(self) -> None:
         with self._lock:
@@ -803,10 +923,56 @@ class SSHTransport:
         with self._lock:
             self.stats[name] += n
 
-    def agent_request(self, op: str, *, wait: bool = False, **fields: Any) -> dict[str, Any]:
+    def agent_request(self, op: str, *, wait: bool = False,
+                      **fields: Any) -> dict[str, Any]:
+        """A request to the host's agent; with ``wait``, its reply (raises when the host is
+        lost or the reply does not come in time), else nothing (dropped if the host is lost)."""
         if self._agent is None or self._lost is not None:
+            if wait:
+                raise HostUnusable(self._lost or f"host {self.name}: no agent")
             return {}
         return self._agent.request(op, wait=wait, **fields)
+
+    def probe(self, timeout: float = DEAD_AFTER + 2) -> bool:
+        """Whether the host's agent answers a ping within ``timeout``."""
+        try:
+            self.agent_request("ping", wait=True, timeout=timeout)
+        except (JobError, NoHostsError):
+            return False
+        return True
+
+    def checksums(self, remote_paths: list[str]) -> dict[str, tuple[int, str]]:
+        """(size, sha256) of map outputs on the host; reducers check their inputs against them."""
+        if not remote_paths:
+            return {}
+        reply = self.agent_request("sums", wait=True, timeout=VERIFY_TIMEOUT,
+                                   paths=list(remote_paths))
+        sums = {str(p): (int(v[0]), str(v[1])) for p, v in reply.get("sums", {}).items()}
+        with self.group.lock:
+            for p, v in sums.items():
+                self.group.sums[(self.name, p)] = v
+        return sums
+
+    def keep(self, remote_dirs: list[str]) -> None:
+        """Committed map attempt dirs: kept for --resume should the coordinator vanish."""
+        self.agent_request("keep", run=self.run_id, paths=list(remote_dirs))
+
+    @property
+    def kept_runs(self) -> list[str]:
+        """Run ids whose map outputs this host kept (their coordinator vanished)."""
+        return [str(r) for r in self._info.get("kept", [])]
+
+    def adopt(self, run_id: str) -> tuple[str, dict[str, int]]:
+        """Take over the kept map outputs of ``run_id``: (dir now holding that run's ``map``
+        dir's contents, {path relative to it: size}); no files if none were kept."""
+        reply = self.agent_request("adopt", wait=True, timeout=VERIFY_TIMEOUT, run=run_id)
+        return str(reply.get("root", "")), {str(k): int(v) for k, v in
+                                            reply.get("files", {}).items()}
+
+    def forget_runs(self, run_ids: list[str]) -> None:
+        """Remove the kept map outputs of these runs (nobody will resume them)."""
+        if run_ids:
+            self.agent_request("forget", runs=list(run_ids))
 
     # --- Transport ----------------------------------------------------------------------------
 
@@ -851,43 +1017,75 @@ class SSHTransport:
         return remote
 
     def prepare(self, shard: Shard) -> Future[list[dict[str, Any]]]:
-        return self._pool.submit(self._stage, shard)
+        if self._lost is None:
+            try:
+                return self._pool.submit(self._stage, shard)
+            except RuntimeError:  # the pool was shut down: the host was just lost
+                pass
+        fut: Future[list[dict[str, Any]]] = Future()
+        fut.set_exception(HostUnusable(self._lost or f"host {self.name} is closed"))
+        return fut
 
     def _stage(self, shard: Shard) -> list[dict[str, Any]]:
+        """Put the shard in the host's cache (sent, copied from a peer, or already there) and
+        check it there once per run: a damaged copy is removed and sent again, once."""
         self._ready()
         digest = shard_digest(shard)
         remote = f"{self.workdir}/cache/{digest}"
         with self._lock:
             busy = self._busy.setdefault(digest, threading.Lock())
         with busy:
-            if digest in self._cached:
-                self._count("shards_cached")
-                self.agent_request("touch", names=[digest])
-            elif not self._pull_from_peer(digest):
-                self._upload(shard, digest, remote)
-            self._cached.add(digest)
+            for attempt in range(2):  # the second time from this machine's original
+                source = None
+                if digest in self._cached:
+                    self._count("shards_cached")
+                    self.agent_request("touch", names=[digest])
+                elif attempt or (source := self._pull_from_peer(digest)) is None:
+                    self._upload(shard, digest, remote)
+                self._cached.add(digest)
+                if digest in self._verified:
+                    break
+                try:
+                    self.agent_request("verify", wait=True, timeout=VERIFY_TIMEOUT, name=digest,
+                                       size=shard.size)
+                except RemoteError as e:
+                    self._cached.discard(digest)
+                    if attempt:
+                        raise
+                    log.warning("%s: sending it again", e)
+                    if source is not None:  # its copy is likely damaged too: it checks it
+                        source.agent_request("verify", name=digest, size=shard.size)
+                        source._cached.discard(digest)
+                    continue
+                self._verified.add(digest)
+                break
         return shard_pieces(shard, remote)
 
-    def _pull_from_peer(self, digest: str) -> bool:
-        """Direct mode: copy a shard another host of the run has cached, host to host."""
+    def _pull_from_peer(self, digest: str) -> SSHTransport | None:
+        """Direct mode: copy a shard another host of the run has cached, host to host; the
+        host it came from, or None."""
         if self.shuffle != "direct":
-            return False
+            return None
         for peer in self.group.holders(digest, exclude=self):
             daemon = peer._info.get("daemon")
             if not daemon:
                 continue
             addr = f"[{daemon['address']}]" if ":" in daemon["address"] else daemon["address"]
             url = f"rsync://{daemon['user']}@{addr}:{daemon['port']}/cache/{digest}"
-            try:
+            def peer_lost(peer: SSHTransport = peer) -> str | None:
+                return "gave up: the source host was lost" if peer._lost else None
+
+            try:  # a frozen peer's daemon accepts and then says nothing: do not wait for rsync
                 self.agent_request("pull", wait=True, timeout=RSYNC_TIMEOUT * 4, url=url,
-                                   name=digest, host=peer.name)
+                                   name=digest, host=peer.name, give_up=peer_lost)
             except RemoteError as e:
-                log.info("host %s: copying shard %s from %s failed (%s): sending it", self.name,
-                         digest[:12], peer.name, e)
+                if not self._closed:
+                    log.info("host %s: copying shard %s from %s failed (%s): sending it",
+                             self.name, digest[:12], peer.name, e)
                 continue
             self._count("shards_pulled")
-            return True
-        return False
+            return peer
+        return None
 
     def _upload(self, shard: Shard, digest: str, remote: str) -> None:
         check_unchanged(shard)
@@ -929,9 +1127,13 @@ class SSHTransport:
 
     def reduce_inputs(self, inputs: list[tuple[str, str]]) -> list[Any]:
         out: list[Any] = []
+        with self.group.lock:
+            sums = {key: self.group.sums.get(key) for key in inputs}
         for host, path in inputs:
+            check = sums[(host, path)]
             if host == self.name:
-                out.append(path)
+                out.append(path if check is None else
+                           {"path": path, "host": host, "size": check[0], "sha256": check[1]})
                 continue
             peer = self.group.peer(host)
             if peer is None or not peer._info.get("daemon"):
@@ -947,8 +1149,12 @@ class SSHTransport:
                 addr = daemon["address"]
                 where = f"[{addr}]:{daemon['port']}" if ":" in addr else \
                     f"{addr}:{daemon['port']}"
-            out.append({"url": f"rsync://{daemon['user']}@{where}/{daemon['module']}/{rel}",
-                        "host": host})
+            item: dict[str, Any] = {
+                "url": f"rsync://{daemon['user']}@{where}/{daemon['module']}/{rel}",
+                "host": host}
+            if check is not None:
+                item.update(size=check[0], sha256=check[1])
+            out.append(item)
         return out
 
     def _relay_port(self, peer: SSHTransport) -> int:
@@ -971,6 +1177,7 @@ class SSHTransport:
         threading.Thread(target=_bridge, args=(chan, peer), daemon=True).start()
 
     def spawn_worker(self, index: int, on_message: OnMessage) -> Any:
+        """A worker in slot ``index``; never blocks (the channel opens in the background)."""
         self._setup.result()
         slot = f"{self.name}/{index}"
         if self._lost is not None:
@@ -987,11 +1194,15 @@ class SSHTransport:
         scratch = str(self._info["scratch"])
         command = (f"cd {q(scratch)} && MAPRED_TOKEN={q(self.token)} "
                    f"MAPRED_UMASK={q(self.umask)} exec {q(self.host.python)} -m mapred.worker")
-        chan = self._open_session()
-        chan.exec_command(command)
+
+        def open_chan() -> Any:
+            chan = self._open_session()
+            chan.exec_command(command)
+            return chan
+
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        worker = SSHWorker(f"{self.name}/{index}", chan,
-                           self.log_dir / f"worker-{self.name}-{index}.log", self)
+        worker = SSHWorker(f"{self.name}/{index}",
+                           self.log_dir / f"worker-{self.name}-{index}.log", self, open_chan)
         self._workers.append(worker)
         return worker
 

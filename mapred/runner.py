@@ -4,28 +4,40 @@ The runner is the only place that turns scheduler instructions into I/O. Worker 
 on one queue (each worker has a reader thread); the main thread handles them in order, so the
 scheduler needs no locks. Whatever happens, ``Runner.execute`` kills every worker, removes
 scratch and staging directories, and closes the journal before it returns or raises.
+
+Faults. Slow or blocking I/O (staging a shard, checking a map attempt's outputs, collecting a part
+file, probing a host) runs on other threads, which post their outcome to the same queue, so the
+loop never waits on a host. A transport that loses a host (``watch``) posts one ``host_lost``:
+the host's workers are fenced (their generation moves on) and never respawned, its open attempts
+end as ``lost`` (not failures), and the scheduler gets one ``HostLost``. A worker that keeps
+dying, or a host that cannot start one, is given up the same way. A reduce attempt that failed
+to fetch from a host waits for that host to answer a ping before it counts as a failure: if the
+host is lost meanwhile, the failure is the host's, not the task's. Counters and per-host figures
+are tallied from the attempts finally committed, so work redone after a loss is counted once.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import queue
 import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mapred import job as jobmod
 from mapred import logs, output, paths, resume, scheduler
-from mapred.errors import Interrupted, JobError, JobLoadError, NoHostsError, TaskError
+from mapred.errors import Interrupted, JobError, JobLoadError, MapredError, NoHostsError, TaskError
+from mapred.fetch import fetch_error_host, lost_outputs
 from mapred.journal import Journal, new_run_id
 from mapred.shards import Shard, auto_shard_size, list_inputs, plan
-from mapred.transport import Transport, WorkerHandle
+from mapred.transport import Transport, WorkerHandle, remote_host
 
 log = logging.getLogger("mapred")
 
@@ -34,6 +46,8 @@ TICK_SECONDS = 0.25  # how often time passes for the scheduler when nothing else
 DEFAULT_SEED = 0x6D617072  # "mapr"
 DEFAULT_SHARD_LIMIT = 64 << 20
 MAX_RESPAWNS = 8  # fresh workers started in one slot after crashes
+IO_THREADS = 8  # staging callbacks aside: output checks, collects, probes
+INTERNAL = 0  # generation of the runner's own queue messages (workers' start at 1)
 
 
 @dataclass(frozen=True)
@@ -106,6 +120,14 @@ class Runner:
         self._closed = False
         self.staging: Path | None = None
         self.shards: dict[str, Shard] = {}
+        self.lost_hosts: dict[str, str] = {}  # host -> why it was lost
+        self.io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="mapred-io")
+        self.stage_futures: dict[str, Future[list[dict[str, Any]]]] = {}
+        # attempt -> (host, counters, busy seconds) of every commit; tallied by _tally
+        self.committed: dict[str, tuple[str, dict[str, int], float]] = {}
+        self.attempts_lost = 0
+        self.shards_done: set[str] = set()
+        self.last_tick = 0.0
 
     # --- the whole run ----------------------------------------------------------------------
 
@@ -192,10 +214,19 @@ class Runner:
         self.sched = sched
         self.reducers = reducers
         for t in self.transports.values():
-            t.start(self.run_id)
-            self.journal.event("host_scratch", host=t.name, path=t.scratch)
-            for i in range(t.cores):
+            remote = remote_host(t)
+            if remote is not None:
+                remote.watch(self._on_host_lost)
+            try:
+                t.start(self.run_id)
+                self.journal.event("host_scratch", host=t.name, path=t.scratch)
+                cores = t.cores
+            except NoHostsError as e:  # lost between connecting and now
+                self._on_host_lost(t.name, str(e))
+                continue
+            for i in range(cores):
                 self._spawn(t, i)
+        self._forget_abandoned()
         self._preload(sched)
         self.journal.event("phase", phase="map")
         self._loop(sched)
@@ -204,14 +235,17 @@ class Runner:
         output.commit(self.staging, cfg.output, self.run_id, cfg.overwrite)
         self.staging = None
         self._forget_superseded()
+        self._report_faults()
 
     def _preload(self, sched: scheduler.Scheduler) -> None:
         """--resume: mark the earlier run's reusable map tasks committed."""
         if self.previous is None:
             return
+        reusable = dict(self.previous.reusable)  # local hosts: their files checked in place
+        reusable.update(self._adopt_kept(self.previous))  # SSH hosts: kept outputs taken over
         reused = 0
         for shard in self.shards.values():
-            found = self.previous.reusable.get(resume.shard_key(shard))
+            found = reusable.get(resume.shard_key(shard))
             if found is not None and found[0] in self.transports:
                 sched.handle(scheduler.Preloaded(shard.task, found[0], found[1]),
                              time.monotonic())
@@ -223,34 +257,110 @@ class Runner:
                  len(self.shards), extra={"event": "resume", "fields": {
                      "resumed_from": self.previous.run_id, "reused": reused}})
 
+    def _adopt_kept(self, prev: resume.Previous) -> dict[str, tuple[str, dict[int, list[str]]]]:
+        """shard key -> (host, outputs) for the map outputs SSH hosts kept for ``prev``.
+
+        Each host moves what it kept into this run's scratch; a task is reused only if every
+        one of its files is there with the size and sha256 it was committed with."""
+        committed = resume.committed_maps(prev.run_dir)
+        old_scratch = resume.scratch_dirs(prev.run_dir)
+        keys = {s["task"]: s.get("key") for s in prev.plan.get("shards", [])}
+        want = _journal_sums(prev.run_dir)
+        out: dict[str, tuple[str, dict[int, list[str]]]] = {}
+        for host, t in self.transports.items():
+            remote = remote_host(t)
+            if remote is None or host in self.lost_hosts or host not in old_scratch:
+                continue
+            try:
+                root, files = remote.adopt(prev.run_id)
+                old_map = old_scratch[host].rstrip("/") + "/map/"
+                moved = {old_map + rel: f"{root}/{rel}" for rel in files}
+                found = remote.checksums(list(moved.values())) if moved else {}
+            except MapredError as e:
+                log.warning("host %s: cannot reuse the map outputs it kept: %s", host, e)
+                continue
+            for task, (h, outputs) in committed.items():
+                runs = [p for ps in outputs.values() for p in ps]
+                if h != host or not keys.get(task) or not all(
+                        p in moved and p in want and tuple(want[p]) == found.get(moved[p])
+                        for p in runs):
+                    continue
+                out[str(keys[task])] = (host, {part: [moved[p] for p in ps]
+                                               for part, ps in outputs.items()})
+        return out
+
     def _forget_superseded(self) -> None:
         """After a success, remove the scratch an earlier unfinished run left for --resume."""
         if self.superseded is None:
             return
         for host, path in resume.scratch_dirs(self.superseded).items():
-            if host in self.transports:
-                self.transports[host].remove([path])
+            t = self.transports.get(host)
+            if t is None or host in self.lost_hosts:
+                continue
+            remote = remote_host(t)
+            if remote is not None:
+                remote.forget_runs([self.superseded.name])
+            else:
+                t.remove([path])
+
+    def _forget_abandoned(self) -> None:
+        """Drop map outputs SSH hosts kept for runs that can no longer be resumed: runs of this
+        state dir that succeeded, or that a later run on the same output superseded."""
+        for t in self.transports.values():
+            remote = remote_host(t)
+            if remote is None or t.name in self.lost_hosts:
+                continue
+            garbage = [r for r in remote.kept_runs if self._abandoned(r)]
+            if garbage:
+                remote.forget_runs(garbage)
+
+    def _abandoned(self, run_id: str) -> bool:
+        if self.previous is not None and run_id == self.previous.run_id:
+            return False
+        run_dir = paths.run_dir(self.cfg.state, run_id)
+        try:
+            plan = json.loads((run_dir / "plan.json").read_text())
+        except (OSError, ValueError):
+            return False  # not a run of this state dir: only its age removes it
+        found = resume.find_previous(self.cfg.state, Path(plan.get("output_abs", "")))
+        return found is None or found[0].name != run_id
 
     def _spawn(self, t: Transport, index: int) -> None:
         cfg = self.cfg
         slot = f"{t.name}/{index}"
-        gen = self.slot_gen.get(slot, 0) + 1
-        self.slot_gen[slot] = gen
-        worker = t.spawn_worker(index, functools.partial(self._on_message, gen))
-        assert worker.slot == slot, (worker.slot, slot)
-        self.workers[slot] = worker
         self.slot_host[slot] = t.name
         self.slot_index[slot] = index
+        if t.name in self.lost_hosts:
+            return
+        gen = self.slot_gen.get(slot, 0) + 1
+        self.slot_gen[slot] = gen
+        try:
+            init = {"op": "init", "job": t.job_path(cfg.job), "params": cfg.params,
+                    "reducers": self.reducers, "seed": cfg.seed, "scratch": t.scratch,
+                    "slots": t.cores, "memory": _per_worker(t.memory, t.cores)}
+            worker = t.spawn_worker(index, functools.partial(self._on_message, gen))
+        except (JobError, NoHostsError) as e:  # the host went away under us
+            self._on_host_lost(t.name, f"host {t.name}: cannot start a worker: {e}")
+            return
+        assert worker.slot == slot, (worker.slot, slot)
+        self.workers[slot] = worker
         self.last_seen[slot] = time.monotonic()
-        worker.send({"op": "init", "job": t.job_path(cfg.job), "params": cfg.params,
-                     "reducers": self.reducers, "seed": cfg.seed, "scratch": t.scratch,
-                     "slots": t.cores, "memory": _per_worker(t.memory, t.cores)})
+        worker.send(init)
 
-    def _respawn(self, slot: str) -> None:
-        """A worker died while its host stays up: start a fresh one in its place (bounded)."""
-        self.respawns[slot] = self.respawns.get(slot, 0) + 1
-        if self.respawns[slot] <= MAX_RESPAWNS:
-            self._spawn(self.transports[self.slot_host[slot]], self.slot_index[slot])
+    def _respawn(self, slot: str, crashed: bool = True) -> None:
+        """Start a fresh worker in ``slot`` (its host is up). After MAX_RESPAWNS crashes in a
+        slot with no other live worker on its host, the host is given up."""
+        host = self.slot_host[slot]
+        if host in self.lost_hosts or (self.sched is not None and host in self.sched.excluded):
+            return
+        if crashed:
+            self.respawns[slot] = self.respawns.get(slot, 0) + 1
+            if self.respawns[slot] > MAX_RESPAWNS:
+                if not any(self.slot_host.get(s) == host for s in self.workers):
+                    self._on_host_lost(host, f"workers on host {host} keep exiting "
+                                             f"({MAX_RESPAWNS} restarts in slot {slot})")
+                return
+        self._spawn(self.transports[host], self.slot_index[slot])
 
     def _retire(self, slot: str) -> None:
         """Kill the worker in ``slot`` on purpose: its exit and late messages are ignored."""
@@ -262,36 +372,53 @@ class Runner:
     def _on_message(self, gen: int, slot: str, msg: dict[str, Any] | None) -> None:
         self.events.put((slot, gen, msg))
 
+    def _on_host_lost(self, host: str, reason: str) -> None:
+        """Any thread: ``host`` is gone for this run (posted; handled by the loop)."""
+        self.events.put((host, INTERNAL, {"ev": "host_lost", "reason": reason}))
+
+    def _post(self, attempt: str, msg: dict[str, Any]) -> None:
+        """Any thread: the outcome of background work for ``attempt``."""
+        self.events.put((attempt, INTERNAL, msg))
+
     # --- event loop -------------------------------------------------------------------------
 
     def _loop(self, sched: scheduler.Scheduler) -> None:
         reduce_phase = False
         while True:
-            if self.deadline_at is not None and time.monotonic() > self.deadline_at:
+            now = time.monotonic()
+            if self.deadline_at is not None and now > self.deadline_at:
                 raise JobError(f"deadline of {self.cfg.deadline:g}s exceeded; run stopped")
-            try:
-                slot, gen, msg = self.events.get(timeout=TICK_SECONDS)
-            except queue.Empty:
-                if self._feed(sched, scheduler.Tick()):
+            if now - self.last_tick >= TICK_SECONDS:  # even when messages never stop coming
+                self.last_tick = now
+                if self._tick(sched):
                     return
-                for lost in self._silent_slots():
-                    if self._feed(sched, scheduler.SlotLost(lost, "worker stopped responding")):
-                        return
-                    self._respawn(lost)
+            try:
+                key, gen, msg = self.events.get(timeout=TICK_SECONDS)
+            except queue.Empty:
                 continue
-            if gen != self.slot_gen.get(slot):
-                continue  # a retired worker: its messages and its exit mean nothing now
-            self.last_seen[slot] = time.monotonic()
-            event = self._to_event(slot, msg)
-            if event is not None and self._feed(sched, event):
-                return
-            if isinstance(event, scheduler.SlotLost):
-                self._respawn(slot)
-            if not reduce_phase and sched.maps_done():
-                reduce_phase = True
+            if gen == INTERNAL:
+                assert msg is not None
+                if self._internal(sched, key, msg):
+                    return
+            elif gen == self.slot_gen.get(key):
+                self.last_seen[key] = time.monotonic()
+                if self._worker_message(sched, key, msg):
+                    return
+            # else: a retired worker: its messages and its exit mean nothing now
+            if reduce_phase != sched.maps_done():  # back to maps when outputs were lost
+                reduce_phase = not reduce_phase
                 assert self.journal is not None
-                self.journal.event("phase", phase="reduce")
-                self.progress.phase("reduce")
+                self.journal.event("phase", phase="reduce" if reduce_phase else "map")
+                self.progress.phase("reduce" if reduce_phase else "map")
+
+    def _tick(self, sched: scheduler.Scheduler) -> bool:
+        if self._feed(sched, scheduler.Tick()):
+            return True
+        for lost in self._silent_slots():
+            if self._feed(sched, scheduler.SlotLost(lost, "worker stopped responding")):
+                return True
+            self._respawn(lost)
+        return False
 
     def _feed(self, sched: scheduler.Scheduler, event: scheduler.Event) -> bool:
         """Hand one event to the scheduler and carry out its instructions; True when over."""
@@ -307,36 +434,171 @@ class Runner:
             self._retire(slot)
         return silent
 
-    def _to_event(self, slot: str, msg: dict[str, Any] | None) -> scheduler.Event | None:
+    def _worker_message(self, sched: scheduler.Scheduler, slot: str,
+                        msg: dict[str, Any] | None) -> bool:
+        """Handle one message of a current worker; True when the run is over."""
         host = self.slot_host[slot]
         if msg is None:
-            return self._worker_exited(slot)
+            event = self._worker_exited(slot)
+            if event is None:
+                return False
+            if self._feed(sched, event):
+                return True
+            self._respawn(slot)
+            return False
         ev = msg.get("ev")
         if ev == "ready":
-            return scheduler.SlotReady(slot, host)
+            return self._feed(sched, scheduler.SlotReady(slot, host))
         if ev == "init_failed":
             raise JobLoadError(msg["error"], detail=msg.get("detail"))
+        if ev == "progress":
+            self.progress.advance(int(msg["bytes"]))
+        elif ev == "done" and sched.is_running(slot, msg["attempt"]):
+            self._finish(msg)
+        elif ev == "failed":
+            self._failure(sched, slot, msg)
+        return False  # "alive" and unknown events only refresh the heartbeat
+
+    def _finish(self, msg: dict[str, Any]) -> None:
+        """A worker finished an attempt: check its map outputs, or collect its part file, on
+        another thread; the attempt commits when that is done (``done`` posted)."""
+        attempt = msg["attempt"]
+        info = self.attempt_info[attempt]
+        t = self.transports[info["host"]]
+        outputs = {int(p): list(v) for p, v in msg.get("outputs", {}).items()}
+        done = {"ev": "done", "outputs": outputs, "counters": msg.get("counters", {})}
+        if info["kind"] == scheduler.MAP:
+            remote = remote_host(t)
+            files = [p for runs in outputs.values() for p in runs]
+            if remote is None or not files:
+                self._post(attempt, done)
+                return
+            self.io.submit(self._check_outputs, attempt, remote.checksums, files, done)
+        else:
+            self.io.submit(self._collect, attempt, t, info, done)
+
+    def _check_outputs(self, attempt: str, checksums: Callable[[list[str]], dict[str, Any]],
+                       files: list[str], done: dict[str, Any]) -> None:
+        try:
+            sums = checksums(files)
+            missing = [p for p in files if p not in sums]
+            if missing:
+                raise JobError(f"map output {missing[0]} is missing")
+        except Exception as e:  # noqa: BLE001 - a failure of the attempt
+            self._post(attempt, {"ev": "failed", "error": f"checking its map outputs failed: {e}"})
+            return
+        self._post(attempt, {**done, "sums": {p: list(sums[p]) for p in files}})
+
+    def _collect(self, attempt: str, t: Transport, info: dict[str, Any],
+                 done: dict[str, Any]) -> None:
+        assert self.staging is not None
+        target = self.staging / paths.reduce_tmp_name(info["partition"], attempt)
+        try:
+            t.collect(info["out"], target)
+        except Exception as e:  # noqa: BLE001 - a failure of the attempt
+            self._post(attempt, {"ev": "failed", "error": f"collecting the part file failed: {e}"})
+            return
+        info["collected"] = str(target)
+        self._post(attempt, done)
+
+    def _failure(self, sched: scheduler.Scheduler, slot: str, msg: dict[str, Any]) -> None:
+        """A worker reports a failed attempt. A reduce that could not fetch from a host waits for
+        that host to answer (or be lost) before its failure counts."""
+        attempt = msg["attempt"]
+        source = fetch_error_host(str(msg.get("error", "")))
+        peer = remote_host(self.transports.get(source or ""))
+        held = {"ev": "failed", "slot": slot, "error": msg["error"], "detail": msg.get("detail")}
+        if peer is not None and source not in self.lost_hosts and \
+                sched.is_running(slot, attempt):
+            def wait_for_peer() -> None:
+                peer.probe()
+                self._post(attempt, held)
+            self.io.submit(wait_for_peer)
+            return
+        self._attempt_failed(sched, slot, attempt, msg["error"], msg.get("detail"))
+
+    def _internal(self, sched: scheduler.Scheduler, key: str, msg: dict[str, Any]) -> bool:
+        """The runner's own messages: a host lost, background work for an attempt done."""
+        ev = msg["ev"]
+        if ev == "host_lost":
+            return self._host_lost(sched, key, str(msg["reason"]))
+        info = self.attempt_info.get(key)
+        if info is None:
+            return False
+        slot = info["slot_id"]
         if ev == "staged":
-            ins = self.pending_assign.pop(msg["attempt"], None)
+            self.stage_futures.pop(key, None)
+            ins = self.pending_assign.pop(key, None)
             if ins is not None:
                 self._send(ins, {"op": "map", "task": ins.task, "attempt": ins.attempt,
                                  "pieces": msg["pieces"]})
-            return None
-        if ev == "progress":
-            self.progress.advance(int(msg["bytes"]))
-            return None
-        if ev == "done":
-            outputs = {int(p): list(v) for p, v in msg.get("outputs", {}).items()}
-            return scheduler.AttemptDone(slot, msg["attempt"], outputs, msg.get("counters", {}))
+            return False
         if ev == "failed":
-            if self.attempt_info.get(msg["attempt"], {}).get("open"):
-                self.failed_attempts += 1
-                log.warning("attempt %s failed on %s: %s", msg["attempt"], host, msg["error"],
-                            extra={"event": "attempt_failed", "fields": {
-                                "attempt": msg["attempt"], "host": host}})
-            self._end_attempt(msg["attempt"], "failed", error=msg["error"])
-            return scheduler.AttemptFailed(slot, msg["attempt"], msg["error"], msg.get("detail"))
-        return None  # "alive" and unknown events only refresh the heartbeat
+            if self._outputs_lost(sched, str(msg["error"])):
+                return True
+            return self._attempt_failed(sched, msg.get("slot", slot), key, str(msg["error"]),
+                                        msg.get("detail"))
+        if ev == "done":
+            info["sums"] = msg.get("sums")
+            return self._feed(sched, scheduler.AttemptDone(slot, key, msg["outputs"],
+                                                           msg["counters"]))
+        return False
+
+    def _outputs_lost(self, sched: scheduler.Scheduler, error: str) -> bool:
+        """A fetch found committed map outputs missing or damaged on a host that still answers:
+        those map tasks run again (the failed reduce is cancelled with the others, uncounted).
+        True when the run is over."""
+        for name in lost_outputs(error):
+            task = sched.tasks.get(name.split(".", 1)[0])
+            if task is None or task.state != "done" or not any(
+                    p.endswith("/" + name) for ps in task.outputs.values() for p in ps):
+                continue
+            log.warning("map output %s of %s on %s is missing or damaged: %s runs again", name,
+                        task.committed, task.host, task.id)
+            assert self.journal is not None
+            self.journal.event("output_lost", task=task.id, host=task.host, output=name)
+            if self._feed(sched, scheduler.MapOutputLost(task.id, f"{name} missing or damaged")):
+                return True
+        return False
+
+    def _attempt_failed(self, sched: scheduler.Scheduler, slot: str, attempt: str, error: str,
+                        detail: str | None) -> bool:
+        """A failure of a running attempt: counted, logged, its files dropped, retried later."""
+        if not sched.is_running(slot, attempt):
+            return False  # fenced: it already ended (cancelled, or its host was lost)
+        host = self.slot_host[slot]
+        self.failed_attempts += 1
+        log.warning("attempt %s failed on %s: %s", attempt, host, error,
+                    extra={"event": "attempt_failed", "fields": {"attempt": attempt,
+                                                                 "host": host}})
+        self._end_attempt(attempt, "failed", error=error)
+        self._drop_files(attempt)
+        return self._feed(sched, scheduler.AttemptFailed(slot, attempt, error, detail))
+
+    def _host_lost(self, sched: scheduler.Scheduler, host: str, reason: str) -> bool:
+        """Give ``host`` up for the rest of the run: fence its workers, end its attempts as
+        lost (not failures), tell the scheduler (its committed maps run again elsewhere)."""
+        if host in self.lost_hosts or host not in self.transports:
+            return False
+        assert self.journal is not None
+        self.lost_hosts[host] = reason
+        log.warning("%s; its work moves to the other hosts", reason,
+                    extra={"event": "host_lost", "fields": {"host": host}})
+        self.journal.event("host_lost", host=host, reason=reason)
+        remote = remote_host(self.transports[host])
+        if remote is not None:
+            remote.lose(reason)  # it stops everything it does there (if it has not yet)
+        for slot in [s for s, h in self.slot_host.items() if h == host]:
+            self._retire(slot)
+        for attempt, info in list(self.attempt_info.items()):
+            if info.get("open") and info["host"] == host:
+                self.pending_assign.pop(attempt, None)
+                fut = self.stage_futures.pop(attempt, None)
+                if fut is not None:
+                    fut.cancel()
+                self.attempts_lost += 1
+                self._end_attempt(attempt, "lost", error=reason)
+        return self._feed(sched, scheduler.HostLost(host, reason))
 
     def _worker_exited(self, slot: str) -> scheduler.Event | None:
         worker = self.workers.pop(slot, None)
@@ -372,31 +634,52 @@ class Runner:
         return False
 
     def _cancel(self, ins: scheduler.Cancel) -> None:
-        """Kill the losing attempt's worker, drop its files, start a fresh worker."""
-        self._retire(ins.slot)
-        self.pending_assign.pop(ins.attempt, None)
+        """Kill the losing attempt's worker, drop its files, start a fresh worker. An attempt
+        still being staged never reached its worker: that worker stays and is idle again."""
+        fut = self.stage_futures.pop(ins.attempt, None)
+        if fut is not None:
+            fut.cancel()
         self._end_attempt(ins.attempt, "killed", error=ins.reason)
+        if self.pending_assign.pop(ins.attempt, None) is not None and ins.slot in self.workers:
+            # (killing it would make it remove its last task's files: a committed map's)
+            self.events.put((ins.slot, self.slot_gen[ins.slot], {"ev": "ready"}))
+            return
+        self._retire(ins.slot)
         self._drop_files(ins.attempt)
-        self._respawn(ins.slot)
+        self._respawn(ins.slot, crashed=False)
 
     def _exclude(self, ins: scheduler.ExcludeHost) -> None:
         assert self.journal is not None
         log.warning("excluding host %s for the rest of the run: %s", ins.host, ins.reason,
                     extra={"event": "host_excluded", "fields": {"host": ins.host}})
         self.journal.event("host_excluded", host=ins.host, reason=ins.reason)
+        busy = {info["slot_id"] for info in self.attempt_info.values() if info.get("open")}
         for slot in [s for s, h in self.slot_host.items() if h == ins.host]:
-            self._retire(slot)
+            worker = self.workers.get(slot)
+            if slot in busy or worker is None:
+                self._retire(slot)  # stops its attempt (which the scheduler dropped)
+            else:  # idle: it quits; killed, it would remove its last (committed) task's files
+                self.slot_gen[slot] = self.slot_gen.get(slot, 0) + 1
+                del self.workers[slot]
+                worker.send({"op": "quit"})
 
     def _drop_files(self, attempt: str) -> None:
         """Remove what an attempt that will never commit wrote (its map dir, its part file)."""
         info = self.attempt_info.get(attempt)
         if info is None:
             return
+        if info.get("collected"):
+            Path(info["collected"]).unlink(missing_ok=True)
         transport = self.transports[info["host"]]
-        if info["kind"] == scheduler.MAP:
-            transport.remove([str(paths.map_attempt_dir(Path(transport.scratch), attempt))])
-        elif "out" in info:
-            transport.remove([info["out"]])
+        if info["host"] in self.lost_hosts:
+            return  # nothing reaches it any more; its agent removes the run's scratch
+        try:
+            if info["kind"] == scheduler.MAP:
+                transport.remove([str(paths.map_attempt_dir(Path(transport.scratch), attempt))])
+            elif "out" in info:
+                transport.remove([info["out"]])
+        except MapredError as e:
+            log.debug("cannot remove the files of %s on %s: %s", attempt, info["host"], e)
 
     def _assign(self, ins: scheduler.Assign) -> None:
         assert self.journal is not None and self.staging is not None
@@ -404,32 +687,36 @@ class Runner:
         transport = self.transports[host]
         info: dict[str, Any] = {"task": ins.task, "kind": ins.kind, "attempt": ins.attempt,
                                 "host": host, "slot": int(ins.slot.rsplit("/", 1)[1]),
-                                "backup": ins.backup, "t0": time.monotonic(), "open": True}
+                                "backup": ins.backup, "t0": time.monotonic(), "open": True,
+                                "slot_id": ins.slot}
         self.attempt_info[ins.attempt] = info
-        if ins.kind == scheduler.MAP:
-            self.pending_assign[ins.attempt] = ins
-            shard = self.shards[ins.task]
-            info["shard"] = _shard_info(shard)
-            fut = transport.prepare(shard)
-            fut.add_done_callback(functools.partial(self._staged, ins))
-        else:
-            info["partition"] = ins.partition
-            out = transport.reduce_output(self.staging, ins.partition, ins.attempt)
-            info["out"] = out
-            self._send(ins, {"op": "reduce", "task": ins.task, "attempt": ins.attempt,
-                             "partition": ins.partition, "out": out,
-                             "inputs": transport.reduce_inputs(list(ins.inputs))})
+        try:
+            if ins.kind == scheduler.MAP:
+                self.pending_assign[ins.attempt] = ins
+                shard = self.shards[ins.task]
+                info["shard"] = _shard_info(shard)
+                fut = transport.prepare(shard)
+                self.stage_futures[ins.attempt] = fut
+                fut.add_done_callback(functools.partial(self._staged, ins.attempt))
+            else:
+                info["partition"] = ins.partition
+                out = transport.reduce_output(self.staging, ins.partition, ins.attempt)
+                info["out"] = out
+                self._send(ins, {"op": "reduce", "task": ins.task, "attempt": ins.attempt,
+                                 "partition": ins.partition, "out": out,
+                                 "inputs": transport.reduce_inputs(list(ins.inputs))})
+        except MapredError as e:  # a failure of this attempt, not of the run
+            self._post(ins.attempt, {"ev": "failed", "error": f"starting it failed: {e}"})
 
-    def _staged(self, ins: scheduler.Assign, fut: Future[list[dict[str, Any]]]) -> None:
-        """Called on any thread when a map input is in place: hand it to the main loop."""
+    def _staged(self, attempt: str, fut: Future[list[dict[str, Any]]]) -> None:
+        """Called on any thread when a map input is in place (or not): post it to the loop."""
+        if fut.cancelled():
+            return  # the attempt ended already
         error = fut.exception()
-        gen = self.slot_gen.get(ins.slot, 0)
         if error is not None:
-            self.events.put((ins.slot, gen, {"ev": "failed", "attempt": ins.attempt,
-                                             "error": f"staging the input failed: {error}"}))
+            self._post(attempt, {"ev": "failed", "error": f"staging the input failed: {error}"})
         else:
-            self.events.put((ins.slot, gen, {"ev": "staged", "attempt": ins.attempt,
-                                             "pieces": fut.result()}))
+            self._post(attempt, {"ev": "staged", "pieces": fut.result()})
 
     def _send(self, ins: scheduler.Assign, msg: dict[str, Any]) -> None:
         assert self.journal is not None
@@ -442,29 +729,53 @@ class Runner:
             worker.send(msg)
 
     def _commit(self, ins: scheduler.Commit) -> None:
-        assert self.staging is not None
+        """The attempt's results become the task's: its part file takes its final name, or its
+        map outputs are marked to be kept (for --resume). Counters are tallied from commits."""
+        assert self.staging is not None and self.sched is not None
         info = self.attempt_info[ins.attempt]
-        if ins.kind == scheduler.REDUCE:
-            part = self.staging / paths.part_name(info["partition"])
-            self.transports[ins.host].collect(info["out"], part)
-        else:
-            self.progress.shard_done()
-        for key, value in ins.counters.items():
-            name = f"{ins.kind}_{key}"
-            self.counters[name] = self.counters.get(name, 0) + int(value)
-        stats = self.host_stats.setdefault(ins.host, {"tasks": 0, "bytes_in": 0,
-                                                      "busy_seconds": 0.0})
-        stats["tasks"] += 1
-        stats["bytes_in"] += int(ins.counters.get("bytes_in", 0))
-        stats["busy_seconds"] += time.monotonic() - info["t0"]
         outputs = None
-        if ins.kind == scheduler.MAP and self.sched is not None:
+        if ins.kind == scheduler.REDUCE:
+            os.replace(info["collected"], self.staging / paths.part_name(info["partition"]))
+        else:
+            if ins.task not in self.shards_done:
+                self.shards_done.add(ins.task)
+                self.progress.shard_done()
             outputs = self.sched.tasks[ins.task].outputs
-        self._end_attempt(ins.attempt, "ok", counters=ins.counters, outputs=outputs)
+            t = self.transports[ins.host]
+            remote = remote_host(t)
+            if remote is not None:
+                remote.keep([str(paths.map_attempt_dir(Path(t.scratch), ins.attempt))])
+        self.committed[ins.attempt] = (ins.host, dict(ins.counters),
+                                       time.monotonic() - info["t0"])
+        self._end_attempt(ins.attempt, "ok", counters=ins.counters, outputs=outputs,
+                          sums=info.get("sums"))
+
+    def _tally(self) -> None:
+        """Counters and per-host figures of the attempts committed now (a map attempt whose
+        outputs were lost with its host no longer counts: its rerun does)."""
+        counters: dict[str, int] = {}
+        hosts: dict[str, dict[str, float]] = {}
+        sched = self.sched
+        current = {t.committed: t.kind for t in sched.tasks.values()} if sched else {}
+        for attempt, (host, values, busy) in self.committed.items():
+            kind = current.get(attempt)
+            if kind is None:
+                continue
+            for key, value in values.items():
+                name = f"{kind}_{key}"
+                counters[name] = counters.get(name, 0) + int(value)
+            stats = hosts.setdefault(host, {"tasks": 0, "bytes_in": 0, "busy_seconds": 0.0})
+            stats["tasks"] += 1
+            stats["bytes_in"] += int(values.get("bytes_in", 0))
+            stats["busy_seconds"] += busy
+        if "map_reused" in self.counters:
+            counters["map_reused"] = self.counters["map_reused"]
+        self.counters, self.host_stats = counters, hosts
 
     def _end_attempt(self, attempt: str, outcome: str, error: str | None = None,
                      counters: dict[str, int] | None = None,
-                     outputs: dict[int, list[str]] | None = None) -> None:
+                     outputs: dict[int, list[str]] | None = None,
+                     sums: dict[str, list[Any]] | None = None) -> None:
         assert self.journal is not None
         info = self.attempt_info.get(attempt)
         if info is None or not info.get("open"):
@@ -476,7 +787,8 @@ class Runner:
             host=info["host"], slot=info["slot"], outcome=outcome,
             bytes_in=int(c.get("bytes_in", 0)), bytes_out=int(c.get("bytes_out", 0)),
             records=int(c.get("records", 0)), keys=int(c.get("keys", c.get("keys_out", 0))),
-            error=error, **({"outputs": outputs} if outputs is not None else {}))
+            error=error, **({"outputs": outputs} if outputs is not None else {}),
+            **({"sums": sums} if sums else {}))
 
     def _task_error(self, ins: scheduler.Failed, sched: scheduler.Scheduler) -> TaskError:
         task = sched.tasks[ins.task]
@@ -492,6 +804,24 @@ class Runner:
 
     # --- shutdown and journal ---------------------------------------------------------------
 
+    def _report_faults(self) -> None:
+        """One line after a successful run that had to recover from something."""
+        sched = self.sched
+        if sched is None or not (self.lost_hosts or self.failed_attempts or sched.backups):
+            return
+        parts = []
+        if self.lost_hosts:
+            parts.append(f"{len(self.lost_hosts)} host(s) lost ({', '.join(self.lost_hosts)}; "
+                         f"{self.attempts_lost} attempt(s) lost, {sched.maps_rerun} committed "
+                         "map task(s) rerun)")
+        if self.failed_attempts:
+            parts.append(f"{self.failed_attempts} failed attempt(s) retried")
+        if sched.backups:
+            parts.append(f"{sched.backups} backup attempt(s) for stragglers")
+        log.info("recovered: %s", "; ".join(parts), extra={"event": "recovered", "fields": {
+            "hosts_lost": sorted(self.lost_hosts), "retries": self.failed_attempts,
+            "backups": sched.backups}})
+
     def _shutdown(self) -> None:
         if self._closed:
             return
@@ -499,8 +829,16 @@ class Runner:
         for slot, worker in list(self.workers.items()):
             self.slot_gen[slot] = -1
             worker.send({"op": "quit"})
-        for t in self.transports.values():
-            t.close()
+        self.io.shutdown(wait=False, cancel_futures=True)
+        # in parallel: a host that stopped answering costs its own timeout once, not per host
+        closers = ThreadPoolExecutor(max(1, len(self.transports)),
+                                     thread_name_prefix="mapred-close")
+        for f in [closers.submit(t.close) for t in self.transports.values()]:
+            try:
+                f.result()
+            except Exception as e:  # noqa: BLE001 - closing is best effort
+                log.debug("closing a transport: %s", e)
+        closers.shutdown(wait=False)
         self.progress.close()
 
     def _write_plan(self, shards: list[Shard], reducers: int) -> None:
@@ -521,6 +859,7 @@ class Runner:
     def _write_summary(self, status: str, code: int, error: str | None, seconds: float,
                        nshards: int, reducers: int) -> None:
         assert self.journal is not None
+        self._tally()
         c = self.counters
         self.summary_data = {
             "run_id": self.run_id, "job": str(self.cfg.job), "corpus": str(self.cfg.corpus),
@@ -535,11 +874,31 @@ class Runner:
                 "spills": c.get("map_spills", 0), "retries": self.failed_attempts,
                 "maps_reused": c.get("map_reused", 0),
                 "backups": self.sched.backups if self.sched else 0,
-                "hosts_lost": len(self.sched.lost_hosts) if self.sched else 0,
+                "hosts_lost": len(self.lost_hosts),
+                "attempts_lost": self.attempts_lost,
+                "maps_rerun": self.sched.maps_rerun if self.sched else 0,
             },
             "hosts": self.host_stats,
+            "lost_hosts": dict(self.lost_hosts),
         }
         self.journal.write_json("summary.json", self.summary_data)
+
+
+def _journal_sums(run_dir: Path) -> dict[str, list[Any]]:
+    """map output path -> [size, sha256] from a run's committed map attempts."""
+    out: dict[str, list[Any]] = {}
+    try:
+        lines = (run_dir / "events.jsonl").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by the crash
+        if ev.get("event") == "task_end" and ev.get("outcome") == "ok" and ev.get("sums"):
+            out.update(ev["sums"])
+    return out
 
 
 def _per_worker(memory: int | None, cores: int) -> int | None:

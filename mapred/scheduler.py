@@ -18,7 +18,11 @@ returns. Rules:
   backup attempt, preferably on another host;
 * a lost host loses its running attempts (not counted as failures) and its committed map outputs
   while the reduce phase still needs them: those map tasks run again elsewhere, and reduce
-  attempts running on their old outputs are cancelled.
+  attempts running on their old outputs are cancelled. A lost host never comes back: its
+  ``SlotReady`` events are ignored for the rest of the run; when no usable host is left the run
+  ends with ``NoHosts``;
+* a committed map output found missing or damaged (``MapOutputLost``, from a reducer's fetch)
+  makes that map task run again, like a lost host's, without counting against any attempt limit.
 
 ``check_invariants`` states what must hold after every event; the unit tests call it.
 """
@@ -40,6 +44,7 @@ class Task:
     state: str = "pending"  # pending | running | done
     attempts: int = 0  # attempts started so far (numbers the next attempt)
     failures: int = 0
+    failed_on: set[str] = field(default_factory=set)  # hosts where an attempt of it failed
     running: dict[str, str] = field(default_factory=dict)  # attempt -> slot
     not_before: float = 0.0  # backoff: no new attempt before this time
     committed: str | None = None
@@ -91,6 +96,14 @@ class SlotLost:
 @dataclass(frozen=True)
 class HostLost:
     host: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class MapOutputLost:
+    """A committed map task's output is missing or damaged (its host is up): run it again."""
+
+    task: str
     reason: str
 
 
@@ -172,7 +185,8 @@ class NoHosts:
     reason: str
 
 
-Event = SlotReady | AttemptDone | AttemptFailed | SlotLost | HostLost | Tick | Preloaded
+Event = (SlotReady | AttemptDone | AttemptFailed | SlotLost | HostLost | MapOutputLost | Tick
+         | Preloaded)
 Instruction = (Assign | Commit | Cancel | Discard | ExcludeHost | Finished | Failed | NoHosts)
 
 
@@ -205,6 +219,7 @@ class Scheduler:
         self._attempt_task: dict[str, str] = {}
         self.started_at: dict[str, float] = {}
         self.backups = 0
+        self.maps_rerun = 0  # committed map tasks run again because their host was lost
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -213,6 +228,10 @@ class Scheduler:
 
     def all_done(self) -> bool:
         return all(t.state == "done" for t in self.tasks.values())
+
+    def is_running(self, slot: str, attempt: str) -> bool:
+        """Whether ``attempt`` is a running attempt on ``slot`` (else its results are fenced)."""
+        return self._current(slot, attempt) is not None
 
     def usable_hosts(self) -> set[str]:
         known = self.hosts or {s.host for s in self.slots.values()}
@@ -236,6 +255,8 @@ class Scheduler:
             self._slot_lost(event, out)
         elif isinstance(event, HostLost):
             self._host_lost(event, out)
+        elif isinstance(event, MapOutputLost):
+            self._output_lost(event, out)
         elif isinstance(event, Preloaded):
             self._preloaded(event)
         if not self.over:
@@ -280,6 +301,7 @@ class Scheduler:
         host = self.slots[slot_id].host
         self._release(task, attempt)
         task.failures += 1
+        task.failed_on.add(host)
         if task.failures >= self.policy.max_attempts:
             self.over = True
             out.append(Failed(task.id, host, error, detail))
@@ -319,21 +341,34 @@ class Scheduler:
         self.lost_hosts.add(ev.host)
         self._drop_host(ev.host)
         if not self.all_done():
-            requeued = False
-            for task in self.tasks.values():
-                if task.kind == MAP and task.state == "done" and task.host == ev.host:
-                    task.state, task.committed, task.host, task.outputs = "pending", None, None, {}
-                    requeued = True
-            if requeued:  # reduces running on incomplete inputs must start over
-                for task in self.tasks.values():
-                    if task.kind == REDUCE:
-                        for attempt, slot in list(task.running.items()):
-                            self._release(task, attempt)
-                            self.slots.pop(slot, None)
-                            out.append(Cancel(slot, attempt, f"map outputs lost with {ev.host}"))
+            lost = [t for t in self.tasks.values()
+                    if t.kind == MAP and t.state == "done" and t.host == ev.host]
+            self._rerun(lost, f"map outputs lost with {ev.host}", out)
         if not self.usable_hosts() and not self.all_done():
             self.over = True
             out.append(NoHosts(f"no usable host left: {ev.host} was the last ({ev.reason})"))
+
+    def _output_lost(self, ev: MapOutputLost, out: list[Instruction]) -> None:
+        task = self.tasks.get(ev.task)
+        if task is not None and task.kind == MAP and task.state == "done" and \
+                not self.all_done():
+            self._rerun([task], f"output of {ev.task} lost: {ev.reason}", out)
+
+    def _rerun(self, maps: list[Task], why: str, out: list[Instruction]) -> None:
+        """Committed map tasks whose outputs are gone run again; reduces running on their old
+        outputs are cancelled (they start over once the maps commit again)."""
+        for task in maps:
+            task.state, task.committed, task.host, task.outputs = "pending", None, None, {}
+            task.not_before = 0.0
+            self.maps_rerun += 1
+        if not maps:
+            return
+        for task in self.tasks.values():
+            if task.kind == REDUCE:
+                for attempt, slot in list(task.running.items()):
+                    self._release(task, attempt)
+                    self.slots.pop(slot, None)
+                    out.append(Cancel(slot, attempt, why))
 
     def _drop_host(self, host: str) -> None:
         """Forget the host's slots; their running attempts end without counting as failures."""
@@ -361,9 +396,18 @@ class Scheduler:
         idle = [s for s in self.slots.values() if s.attempt is None]
         pending = [t for t in self.tasks.values() if t.kind == kind and t.state == "pending"
                    and t.not_before <= self.now]
-        for slot, task in zip(idle, pending, strict=False):
+        usable = self.usable_hosts()
+        still_idle = []
+        for slot in idle:
+            # a retry goes to a host where the task has not failed yet, while there is one
+            task = next((t for t in pending if slot.host not in t.failed_on
+                         or usable <= t.failed_on), None)
+            if task is None:
+                still_idle.append(slot)
+                continue
+            pending.remove(task)
             out.append(self._start(slot, task))
-        idle = idle[len(pending):]
+        idle = still_idle
         if idle and self.policy.speculation and not any(
                 t.kind == kind and t.state == "pending" for t in self.tasks.values()):
             self._speculate(kind, idle, out)

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from mapred import paths
 from mapred.shards import Shard
@@ -56,6 +56,43 @@ class Transport(Protocol):
     @property
     def scratch(self) -> str: ...
     def close(self) -> None: ...
+
+
+class RemoteHost(Protocol):
+    """What a transport to a host that can be lost mid-run adds (``SSHTransport``); the runner
+    uses these when a transport has them (:func:`remote_host`), ``LocalTransport`` has none."""
+
+    def watch(self, on_lost: Callable[[str, str], None]) -> None:
+        """Call ``on_lost(host, reason)`` once, from any thread, when the host is lost; before
+        any of its workers' exits is delivered."""
+        ...
+    def lose(self, reason: str) -> None:
+        """Give the host up for the rest of the run (stop everything there, never use it)."""
+        ...
+    def probe(self, timeout: float = ...) -> bool:
+        """Whether the host answers within ``timeout`` (False once it is lost)."""
+        ...
+    def checksums(self, remote_paths: list[str]) -> dict[str, tuple[int, str]]:
+        """(size, sha256) of map outputs on the host, remembered to check reducers' inputs."""
+        ...
+    def keep(self, remote_dirs: list[str]) -> None:
+        """Committed map attempt dirs, kept for ``--resume`` if the coordinator vanishes."""
+        ...
+    def adopt(self, run_id: str) -> tuple[str, dict[str, int]]:
+        """Take over what the host kept for ``run_id``: (dir, {relative path: size})."""
+        ...
+    def forget_runs(self, run_ids: list[str]) -> None:
+        """Remove what the host kept for these runs."""
+        ...
+    @property
+    def kept_runs(self) -> list[str]:
+        """Run ids the host keeps map outputs for."""
+        ...
+
+
+def remote_host(t: object) -> RemoteHost | None:
+    """``t`` as a :class:`RemoteHost` if it is one, else None."""
+    return cast(RemoteHost, t) if callable(getattr(t, "watch", None)) else None
 
 
 class LocalWorker:

@@ -112,14 +112,19 @@ class Worker:
         try:
             result = fn(msg)
         except UserCodeError as e:
-            self.channel.send("failed", attempt=attempt, kind="user", error=str(e),
-                              detail=e.detail)
+            self._report("failed", attempt=attempt, kind="user", error=str(e), detail=e.detail)
             return
         except Exception as e:  # noqa: BLE001 - reported to the coordinator, which decides
-            self.channel.send("failed", attempt=attempt, kind="system",
-                              error=f"{type(e).__name__}: {e}", detail=None)
+            self._report("failed", attempt=attempt, kind="system",
+                         error=f"{type(e).__name__}: {e}", detail=None)
             return
-        self.channel.send("done", attempt=attempt, seconds=time.monotonic() - started, **result)
+        self._report("done", attempt=attempt, seconds=time.monotonic() - started, **result)
+
+    def _report(self, event: str, **fields: Any) -> None:
+        """The task is over: from now on its files belong to the coordinator (the watchdog
+        must not remove a committed output), so forget it before telling anyone."""
+        self.current = None
+        self.channel.send(event, **fields)
 
     def _map(self, msg: dict[str, Any]) -> dict[str, Any]:
         from mapred import paths

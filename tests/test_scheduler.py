@@ -235,3 +235,140 @@ def test_preloaded_maps_are_not_rerun():
     assert [a.task for a in got] == ["m00001"]
     r = h.assigns(h.done(got[0]))[0]
     assert sorted(p for _, p in r.inputs) == ["m00001.0/p0", "old/p0", "old/p2"]
+
+
+def test_lost_host_is_never_used_again_and_its_attempts_do_not_count():
+    h = Harness(maps=4, reducers=1, max_attempts=1)  # any counted failure would fail the job
+    h.sched.hosts = {"x", "y"}
+    a = h.assigns(h.feed(s.SlotReady("x/0", "x")))[0]
+    got = h.feed(s.HostLost("x", "frozen"))
+    assert not any(isinstance(i, (s.Failed, s.NoHosts)) for i in got)
+    assert h.sched.tasks[a.task].failures == 0 and h.sched.tasks[a.task].state == "pending"
+    assert h.feed(s.SlotReady("x/1", "x")) == []  # it came back: ignored
+    assert "x/1" not in h.sched.slots
+    assert h.feed(s.AttemptDone("x/0", a.attempt, {0: ["late"]}, {})) == []  # fenced
+    b = h.assigns(h.feed(s.SlotReady("y/0", "y")))[0]
+    assert b.task == a.task and b.attempt != a.attempt
+    while True:
+        got = h.done(b)
+        if any(isinstance(i, s.Finished) for i in got):
+            break
+        b = h.assigns(got)[0]
+    commits = [i for i in h.out if isinstance(i, s.Commit)]
+    assert all(c.host == "y" for c in commits) and len(commits) == 5
+
+
+def test_host_lost_in_the_reduce_phase_reruns_its_maps_but_not_committed_reduces():
+    h = Harness(maps=2, reducers=2, speculation=False)
+    h.sched.hosts = {"x", "y"}
+    a = h.assigns(h.feed(s.SlotReady("x/0", "x")))[0]
+    b = h.assigns(h.feed(s.SlotReady("y/0", "y")))[0]
+    r_x = h.assigns(h.done(a))  # x commits m0, waits (m1 still running on y)
+    assert r_x == []
+    reduces = h.assigns(h.done(b))
+    r_y = next(r for r in reduces if r.slot == "y/0")
+    other = next(r for r in reduces if r.slot == "x/0")
+    h.done(r_y)  # one reduce committed on y
+    got = h.feed(s.HostLost("x", "killed"))
+    assert [c.attempt for c in got if isinstance(c, s.Cancel)] == []  # x's reduce just dropped
+    assert h.sched.tasks[a.task].state in ("pending", "running")  # its map output is gone
+    assert h.sched.tasks[r_y.task].state == "done"  # a committed part file stays committed
+    assert h.sched.tasks[other.task].failures == 0 and h.sched.maps_rerun == 1
+    rerun = [i for i in got if isinstance(i, s.Assign)]
+    assert [(r.task, r.slot) for r in rerun] == [(a.task, "y/0")]
+    last = h.assigns(h.done(rerun[0]))
+    assert [r.task for r in last] == [other.task]  # only the reduce that was not committed
+    assert sorted(p for _, p in last[0].inputs) == sorted(
+        [f"{rerun[0].attempt}/p{other.partition}", f"{b.attempt}/p{other.partition}"])
+    assert any(isinstance(i, s.Finished) for i in h.done(last[0]))
+
+
+def test_map_output_lost_reruns_that_map_and_cancels_running_reduces():
+    h = Harness(maps=2, reducers=2, speculation=False)
+    h.sched.hosts = {"x", "y"}
+    a = h.assigns(h.feed(s.SlotReady("x/0", "x")))[0]
+    b = h.assigns(h.feed(s.SlotReady("y/0", "y")))[0]
+    h.done(a)
+    reduces = h.assigns(h.done(b))
+    assert len(reduces) == 2
+    got = h.feed(s.MapOutputLost(b.task, "p00000-0000.run truncated"))
+    cancels = [i for i in got if isinstance(i, s.Cancel)]
+    assert sorted(c.attempt for c in cancels) == sorted(r.attempt for r in reduces)
+    assert h.sched.tasks[b.task].committed is None and h.sched.maps_rerun == 1
+    assert all(h.sched.tasks[r.task].failures == 0 for r in reduces)
+    # a late report about a task that is not committed (any more) changes nothing
+    assert h.feed(s.MapOutputLost(b.task, "again")) == []
+    assert h.feed(s.MapOutputLost("r00000", "not a map")) == []
+    h.feed(s.SlotReady("x/1", "x"))
+    h.feed(s.SlotReady("y/1", "y"))
+    rerun = [i for i in h.out if isinstance(i, s.Assign) and i.task == b.task][-1]
+    assert rerun.attempt == f"{b.task}.1"
+    final = h.assigns(h.done(rerun))
+    assert sorted(r.task for r in final) == ["r00000", "r00001"]
+    assert all(f"{rerun.attempt}/p{r.partition}" in [p for _, p in r.inputs] for r in final)
+
+
+def test_random_faults_keep_invariants_and_commit_each_task_once():
+    """Hosts lost, outputs lost, failures, in random orders: the run always ends, every task's
+    final commit is unique, and nothing of a lost host is used after it was lost."""
+    for seed in range(40):
+        rnd = random.Random(seed)
+        hosts = [f"h{i}" for i in range(rnd.randint(2, 4))]
+        h = Harness(maps=rnd.randint(1, 8), reducers=rnd.randint(1, 3), max_attempts=50,
+                    speculation=rnd.random() < 0.5, speculate_min=0.5)
+        h.sched.hosts = set(hosts)
+        running: list[s.Assign] = []
+        lost: set[str] = set()
+        for host in hosts:
+            for i in range(rnd.randint(1, 2)):
+                running += h.assigns(h.feed(s.SlotReady(f"{host}/{i}", host), dt=0.1))
+        for _ in range(600):
+            if h.sched.over:
+                break
+            r = rnd.random()
+            alive = [x for x in hosts if x not in lost]
+            if r < 0.03 and len(alive) > 1:
+                victim = rnd.choice(alive)
+                lost.add(victim)
+                got = h.feed(s.HostLost(victim, "chaos"), dt=0.1)
+                running = [a for a in running if not a.slot.startswith(victim + "/")]
+            elif r < 0.06:
+                done_maps = [t for t in h.sched.tasks.values() if t.kind == s.MAP
+                             and t.state == "done"]
+                got = h.feed(s.MapOutputLost(rnd.choice(done_maps).id, "gone"), dt=0.1) \
+                    if done_maps else []
+            elif running:
+                a = running.pop(rnd.randrange(len(running)))
+                got = h.feed(s.AttemptFailed(a.slot, a.attempt, "flaky"), dt=0.1) \
+                    if rnd.random() < 0.1 else h.done(a)
+            else:
+                got = h.feed(s.Tick(), dt=1.0)
+            for i in got:
+                if isinstance(i, s.Cancel):
+                    running = [a for a in running if a.attempt != i.attempt]
+                    host = i.slot.split("/")[0]  # the runner starts a fresh worker there
+                    got += h.feed(s.SlotReady(i.slot, host), dt=0.0)
+                if isinstance(i, s.Assign):
+                    assert i.slot.split("/")[0] not in lost
+                    assert all(src not in lost for src, _ in i.inputs)
+            running += h.assigns(got)
+        assert h.sched.over and isinstance(h.out[-1], s.Finished), (seed, h.out[-3:])
+        final = {t.id: t.committed for t in h.sched.tasks.values()}
+        assert all(c is not None for c in final.values())
+        # map outputs the reduces read live on hosts still up (part files are already here)
+        assert all(t.host not in lost for t in h.sched.tasks.values() if t.kind == s.MAP)
+
+
+def test_a_retry_goes_to_another_host_while_there_is_one():
+    h = Harness(maps=2, reducers=1, speculation=False, exclude_after=99)
+    h.sched.hosts = {"full", "ok"}
+    a = h.assigns(h.feed(s.SlotReady("full/0", "full"), dt=0))[0]
+    b = h.assigns(h.feed(s.SlotReady("ok/0", "ok"), dt=0))[0]
+    h.feed(s.AttemptFailed(a.slot, a.attempt, "No space left on device"))
+    assert h.assigns(h.feed(s.Tick())) == []  # full/0 is idle but the task failed there
+    retry = h.assigns(h.done(b))
+    assert [(r.task, r.slot) for r in retry] == [(a.task, "ok/0")]
+    # once it has failed on every usable host, any host will do
+    h.feed(s.AttemptFailed("ok/0", retry[0].attempt, "again"))
+    again = h.assigns(h.feed(s.Tick()))
+    assert again and again[0].task == a.task
