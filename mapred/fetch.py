@@ -52,6 +52,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from mapred import paths
+
 SHUFFLE_DIR = ".shuffle"  # under the run's scratch dir: secrets, daemon config and log
 PASSWORD_FILE = "password"  # noqa: S105 - a file name
 SHUFFLE_USER = "mapred"
@@ -268,7 +270,7 @@ class Agent:
             except OSError:
                 continue
             if age > KEEP_MAX_AGE or not _RUN_RE.fullmatch(d.name):
-                _remove(d)
+                paths.remove(d)
             else:
                 out.append(d.name)
         return sorted(out)
@@ -303,7 +305,7 @@ class Agent:
                 continue
             stale = STALE_TEMP_AGE if entry.name.startswith(".") else CACHE_MAX_AGE
             if age > stale:
-                _remove(Path(entry.path))
+                paths.remove(Path(entry.path))
             elif not entry.name.startswith("."):
                 names.append(entry.name)
         return sorted(names)
@@ -351,7 +353,7 @@ class Agent:
             if op == "rm":  # files of discarded attempts; a cache entry proven wrong
                 for p in msg.get("paths", []):
                     root = self.cache if Path(p).parent == self.cache else self.scratch
-                    _remove(self._inside(p, root))
+                    paths.remove(self._inside(p, root))
             elif op == "kill":
                 for pid in msg.get("pids", []):
                     if _tagged(int(pid), self.token):
@@ -374,7 +376,7 @@ class Agent:
             elif op == "forget":
                 for run in msg.get("runs", []):
                     if _RUN_RE.fullmatch(str(run)):
-                        _remove(self.kept / str(run))
+                        paths.remove(self.kept / str(run))
         except Exception as e:  # noqa: BLE001 - reported to the coordinator
             reply["error"] = f"{type(e).__name__}: {e}"
         if msg.get("id") is not None:
@@ -434,7 +436,7 @@ class Agent:
         path = self.cache / name
         size, digest = file_sum(path)
         if size != int(msg["size"]) or digest != name:
-            _remove(path)
+            paths.remove(path)
             raise ValueError(f"cached shard {name[:12]} is damaged ({size} bytes, expected "
                              f"{int(msg['size'])}): removed")
 
@@ -473,7 +475,7 @@ class Agent:
                 for n in names:
                     p = Path(dirpath) / n
                     files[str(p.relative_to(dst))] = p.stat().st_size
-        _remove(self.kept / run)
+        paths.remove(self.kept / run)
         return {"root": str(dst), "files": files}
 
     def _keep_committed(self) -> None:
@@ -605,16 +607,6 @@ def _touch(path: Path) -> None:
         os.utime(path)
     except OSError:
         pass
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        try:
-            path.unlink()
-        except OSError:
-            pass
 
 
 def _environ(pid: int) -> bytes:

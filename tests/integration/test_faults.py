@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from lanlib import WORKDIR, Host, Lan
+from mrtest import run_mapred as mapred
 
 KEPT_RE = re.compile(r"\d{8}T\d{6}-[0-9a-f]{6}")  # a run id: WORKDIR/keep/RUN_ID
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,17 +134,6 @@ def healed(lan: Lan) -> Iterator[Lan]:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def mapred(*args: str | Path, env: dict[str, str], check: bool = True,
-           timeout: float = 180) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "mapred.cli", *map(str, args)],
-                          capture_output=True, stdin=subprocess.DEVNULL, cwd=ROOT,
-                          env={**os.environ, **env}, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"mapred {args} exited {proc.returncode}:\n"
-                             f"{proc.stderr.decode(errors='replace')}")
-    return proc
 
 
 def parts(out: Path) -> dict[str, bytes]:

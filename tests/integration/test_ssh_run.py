@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from lanlib import WORKDIR, Lan
+from mrtest import run_mapred as mapred
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTILE = b"-rf 'q' \"dq\" $(touch PWNED) `touch PWNED` ;touch PWNED; \xff\xfe\x80 .txt"
@@ -29,17 +30,6 @@ JOBS = [
     ("invindex", []),
     (str(ROOT / "jobs" / "logfield.py"), ["-p", "field=1"]),
 ]
-
-
-def mapred(*args: str | Path, env: dict[str, str], check: bool = True,
-           timeout: float = 180) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "mapred.cli", *map(str, args)],
-                          capture_output=True, stdin=subprocess.DEVNULL, cwd=ROOT,
-                          env={**os.environ, **env}, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"mapred {args} exited {proc.returncode}:\n"
-                             f"{proc.stderr.decode(errors='replace')}")
-    return proc
 
 
 def parts(out: Path) -> dict[str, bytes]:
