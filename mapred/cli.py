@@ -78,7 +78,7 @@ def run(
         show_default="./hosts.toml if it exists, else this machine with all its cores")] = None,
     reducers: Annotated[int | None, typer.Option(
         "--reducers", "-r", min=1, help="Number of reducers (part files).",
-        show_default="total cores")] = None,
+        show_default="total cores, at most one per shard")] = None,
     param: Annotated[list[str] | None, typer.Option(
         "-p", "--param", help="KEY=VALUE passed to the job's init(params); repeatable.",
         show_default=False)] = None,

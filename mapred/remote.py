@@ -64,7 +64,7 @@ log = logging.getLogger("mapred")
 
 # --- every default of the SSH transport, in one place ----------------------------------------
 
-PRESPAWN = True  # start the workers (and their numba import) while the coordinator plans
+PRESPAWN = True  # start a worker (and its numba import) as soon as the host is connected
 AGENT_START_TIMEOUT = 30.0  # seconds for the agent to report (python start, mkdir, daemon)
 REQUEST_TIMEOUT = 30.0  # an agent request that waits for its reply
 # A host whose agent (heartbeat every second) is silent this long is lost: a cut link is noticed
@@ -724,6 +724,8 @@ class SSHTransport:
             self._conns.append(conn)
             if self._master is None:
                 self._master = self._start_master()
+            if self.prespawn:  # its numba import overlaps the agent's start and the planning
+                self._prespawn()
             self._agent = self._start_agent()
             try:
                 info = self._agent.started.result(timeout=AGENT_START_TIMEOUT)
@@ -736,8 +738,6 @@ class SSHTransport:
             self._info = info
             self._cached = set(info.get("cache", []))
             self._jobs = set(info.get("jobs", []))
-            if self.prespawn:
-                self._prespawn(int(self.host.cores or info["cores"]))
             threading.Thread(target=self._watch, daemon=True, name=f"watch-{self.name}").start()
             self._setup.set_result(None)
         except BaseException as e:  # noqa: BLE001 - raised again by every waiting method
@@ -1190,10 +1190,9 @@ class SSHTransport:
         return worker
 
     def _launch_worker(self, index: int) -> SSHWorker:
-        q = shlex.quote
-        scratch = str(self._info["scratch"])
-        command = (f"cd {q(scratch)} && MAPRED_TOKEN={q(self.token)} "
-                   f"MAPRED_UMASK={q(self.umask)} exec {q(self.host.python)} -m mapred.worker")
+        q = shlex.quote  # the worker enters the run's scratch dir when its init comes
+        command = (f"MAPRED_TOKEN={q(self.token)} MAPRED_UMASK={q(self.umask)} "
+                   f"exec {q(self.host.python)} -m mapred.worker")
 
         def open_chan() -> Any:
             chan = self._open_session()
@@ -1206,12 +1205,13 @@ class SSHTransport:
         self._workers.append(worker)
         return worker
 
-    def _prespawn(self, count: int) -> None:
-        """Start the workers now and let them import numba while the coordinator plans."""
-        for index in range(count):
-            worker = self._launch_worker(index)
-            worker.send({"op": "preload", "scratch": str(self._info["scratch"])})
-            self._prespawned[index] = worker
+    def _prespawn(self) -> None:
+        """Start the first worker now: it imports numba and loads the engine kernels while the
+        agent starts and the coordinator plans. The runner starts the others it wants (a tiny
+        input needs one worker per host, not one per core)."""
+        worker = self._launch_worker(0)
+        worker.send({"op": "preload"})
+        self._prespawned[0] = worker
 
     def reduce_output(self, staging: Path, partition: int, attempt: str) -> str:
         return f"{self.scratch}/out/{paths.reduce_tmp_name(partition, attempt)}"

@@ -121,6 +121,7 @@ class Runner:
         self.staging: Path | None = None
         self.shards: dict[str, Shard] = {}
         self.lost_hosts: dict[str, str] = {}  # host -> why it was lost
+        self.total_slots = 1  # cores of all hosts, known once planned
         self.io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="mapred-io")
         self.stage_futures: dict[str, Future[list[dict[str, Any]]]] = {}
         # attempt -> (host, counters, busy seconds) of every commit; tallied by _tally
@@ -153,16 +154,17 @@ class Runner:
         output.check_output(cfg.output, cfg.corpus, cfg.overwrite)
         jobmod.check_syntax(cfg.job)
         files = list_inputs(cfg.corpus)
-        slots = sum(t.cores for t in self.transports.values())
+        self.total_slots = slots = sum(t.cores for t in self.transports.values())
         found = resume.find_previous(cfg.state, cfg.output)
         shard_size = cfg.shard_size or auto_shard_size(sum(f.size for f in files), slots,
                                                        DEFAULT_SHARD_LIMIT)
-        reducers = cfg.reducers or max(1, slots)
+        reducers = cfg.reducers
         if cfg.resume and found is not None:  # same cuts and reducers as the earlier run
             old = found[1].get("fingerprint") or {}
             shard_size = cfg.shard_size or old.get("shard_size") or shard_size
-            reducers = cfg.reducers or old.get("reducers") or reducers
+            reducers = reducers or old.get("reducers")
         shards = plan(files, shard_size)
+        reducers = reducers or default_reducers(slots, len(shards))
         self.shards = {s.task: s for s in shards}
         self.fingerprint = resume.job_fingerprint(cfg.job, cfg.params, reducers, cfg.seed,
                                                   shard_size)
@@ -224,7 +226,7 @@ class Runner:
             except NoHostsError as e:  # lost between connecting and now
                 self._on_host_lost(t.name, str(e))
                 continue
-            for i in range(cores):
+            for i in range(workers_wanted(cores, self.total_slots, max(len(shards), reducers))):
                 self._spawn(t, i)
         self._forget_abandoned()
         self._preload(sched)
@@ -899,6 +901,20 @@ def _journal_sums(run_dir: Path) -> dict[str, list[Any]]:
         if ev.get("event") == "task_end" and ev.get("outcome") == "ok" and ev.get("sums"):
             out.update(ev["sums"])
     return out
+
+
+def default_reducers(slots: int, shards: int) -> int:
+    """One reducer per core of the run, but not more than there are map shards: a tiny input
+    gets one part file (and one reduce), a large one every core reducing."""
+    return max(1, min(slots, shards))
+
+
+def workers_wanted(cores: int, slots: int, tasks: int) -> int:
+    """Workers to start on a host with ``cores`` of the run's ``slots`` cores when at most
+    ``tasks`` tasks run at once: its share of them, at least one (a host lost then leaves the
+    others working), at most one per core. Starting numba in idle workers costs real CPU time."""
+    share = -(-tasks * cores // max(1, slots))
+    return max(1, min(cores, share))
 
 
 def _per_worker(memory: int | None, cores: int) -> int | None:

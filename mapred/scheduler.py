@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MAP, REDUCE = "map", "reduce"
@@ -397,20 +398,30 @@ class Scheduler:
         pending = [t for t in self.tasks.values() if t.kind == kind and t.state == "pending"
                    and t.not_before <= self.now]
         usable = self.usable_hosts()
-        still_idle = []
-        for slot in idle:
-            # a retry goes to a host where the task has not failed yet, while there is one
-            task = next((t for t in pending if slot.host not in t.failed_on
-                         or usable <= t.failed_on), None)
-            if task is None:
-                still_idle.append(slot)
+        for task in pending:
+            if not idle:
+                break
+            # a retry goes to a host where the task has not failed yet, while there is one;
+            # a reduce goes where most of its input already is
+            fits = [s for s in idle if s.host not in task.failed_on or usable <= task.failed_on]
+            if not fits:
                 continue
-            pending.remove(task)
+            slot = fits[0]
+            if kind == REDUCE and len(fits) > 1:
+                slot = max(fits, key=self._local_inputs(task))
+            idle.remove(slot)
             out.append(self._start(slot, task))
-        idle = still_idle
         if idle and self.policy.speculation and not any(
                 t.kind == kind and t.state == "pending" for t in self.tasks.values()):
             self._speculate(kind, idle, out)
+
+    def _local_inputs(self, task: Task) -> Callable[[Slot], int]:
+        """How many of the reduce ``task``'s input files a slot's host holds (ties: first slot)."""
+        held: dict[str, int] = {}
+        for m in self.tasks.values():
+            if m.kind == MAP and m.host is not None:
+                held[m.host] = held.get(m.host, 0) + len(m.outputs.get(task.partition, []))
+        return lambda slot: held.get(slot.host, 0)
 
     def _speculate(self, kind: str, idle: list[Slot], out: list[Instruction]) -> None:
         done = [t.seconds for t in self.tasks.values() if t.kind == kind and t.state == "done"]

@@ -10,7 +10,7 @@ cannot corrupt the protocol). Requests:
     {"op": "reduce", "task", "attempt", "partition", "inputs": [PATH...], "out": PATH}
         (an input may also be {"url": "rsync://...", "host": NAME}: fetched first, see fetch.py)
     {"op": "drop", "paths": [PATH...]}          remove files/dirs of discarded attempts
-    {"op": "preload", "scratch": DIR}           import numba and load the engine kernels now
+    {"op": "preload"}                           import numba and load the engine kernels now
     {"op": "quit"}
 
 Events: ``ready``/``init_failed``, ``progress``, ``done``, ``failed``, ``alive`` (heartbeat).
@@ -80,7 +80,7 @@ class Worker:
                 paths.remove(Path(p))
         elif op == "preload":  # sent by SSH transports: warm up while the coordinator plans
             try:
-                _warm_up(Path(msg["scratch"]))
+                _warm_up(None)
             except Exception:  # noqa: BLE001,S110 - best effort; init reports real problems
                 pass
         elif op == "quit":
@@ -92,6 +92,7 @@ class Worker:
         from mapred.errors import MapredError
 
         self.scratch = Path(msg["scratch"])
+        os.chdir(self.scratch)  # user code that writes relative paths writes in the scratch dir
         self.reducers = int(msg["reducers"])
         self.seed = int(msg["seed"])
         self.budget = int(msg.get("memory") or _default_budget(int(msg.get("slots", 1))))
@@ -176,10 +177,17 @@ class _Progress:
             self.last = now
 
 
-def _warm_up(scratch: Path) -> None:
+def _warm_up(scratch: Path | None) -> None:
     """Load every cached engine kernel now (~0.2 s) rather than in the middle of the first task:
-    workers that start idle are then ready the moment their first task (often a reduce) comes."""
+    workers that start idle are then ready the moment their first task (often a reduce) comes.
+    Without a scratch dir yet (a worker started before the run's), a private temporary one."""
     import io
+    import tempfile
+
+    if scratch is None:
+        with tempfile.TemporaryDirectory(prefix="mapred-warm-") as tmp:
+            _warm_up(Path(tmp))
+        return
 
     import numpy as np
 

@@ -372,3 +372,19 @@ def test_a_retry_goes_to_another_host_while_there_is_one():
     h.feed(s.AttemptFailed("ok/0", retry[0].attempt, "again"))
     again = h.assigns(h.feed(s.Tick()))
     assert again and again[0].task == a.task
+
+
+def test_a_reduce_goes_to_the_host_holding_most_of_its_input():
+    h = Harness(maps=2, reducers=1, speculation=False)
+    a, b = h.assigns(h.feed(s.SlotReady("a/0", "a"), dt=0) + h.feed(s.SlotReady("b/0", "b"), dt=0))
+    h.feed(s.AttemptDone(b.slot, b.attempt, {0: ["b/spill0", "b/spill1"]}, {}))
+    got = h.assigns(h.feed(s.AttemptDone(a.slot, a.attempt, {0: ["a/p0"]}, {})))
+    assert [(r.task, r.slot) for r in got] == [("r00000", "b/0")]  # a/0 is idle too, and first
+
+
+def test_reduces_spread_over_idle_slots_when_inputs_are_everywhere():
+    h = Harness(maps=2, reducers=2, speculation=False)
+    a = h.assigns(h.feed(s.SlotReady("a/0", "a"), dt=0) + h.feed(s.SlotReady("b/0", "b"), dt=0))
+    h.feed(s.AttemptDone(a[0].slot, a[0].attempt, {0: ["x/p0"], 1: ["x/p1"]}, {}))
+    got = h.assigns(h.feed(s.AttemptDone(a[1].slot, a[1].attempt, {0: ["y/p0"], 1: ["y/p1"]}, {})))
+    assert sorted((r.task, r.slot) for r in got) == [("r00000", "a/0"), ("r00001", "b/0")]
