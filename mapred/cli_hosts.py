@@ -316,6 +316,8 @@ def setup_host(host: Any, wheels: Path, *, base_python: str | None, accept_new: 
         exec_command(conn, host.name, command, timeout=SETUP_TIMEOUT)
         exec_command(conn, host.name, f"{q(vpy)} -c 'import mapred, numba, mmh3'",
                      timeout=CHECK_TIMEOUT)
+        # compile the engine's kernels into the host's cache now, not during the first run
+        exec_command(conn, host.name, f"{q(vpy)} -m mapred.worker --warm", timeout=SETUP_TIMEOUT)
         return vpy
     finally:
         conn.close()

@@ -139,6 +139,7 @@ def _numba_buffers(spec: MapSpec) -> Iterator[tuple[Any, list[tuple[int, int, Pi
             raise OSError(f"{piece.rel} changed while being read (expected {size} bytes)")
         segments.append((at, at + size, piece))
         at += size
+    buf.flags.writeable = False  # typed like a mapped file's: the kernels compile once
     yield buf, segments
 
 

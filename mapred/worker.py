@@ -13,6 +13,9 @@ cannot corrupt the protocol). Requests:
     {"op": "preload"}                           import numba and load the engine kernels now
     {"op": "quit"}
 
+``python -m mapred.worker --warm`` only compiles (or loads) the engine kernels into this host's
+cache and exits: ``mapred hosts setup`` runs it so that the first run does not compile.
+
 Events: ``ready``/``init_failed``, ``progress``, ``done``, ``failed``, ``alive`` (heartbeat).
 
 Watchdog: when stdin reaches end of file — the coordinator quit, died or its connection dropped —
@@ -102,7 +105,10 @@ class Worker:
             self.channel.send("init_failed", error=e.message, detail=e.detail)
             return
         if self.job.tier == "numba":
-            _warm_up(self.scratch)
+            try:
+                _warm_up(self.scratch, self.job)
+            except Exception:  # noqa: BLE001,S110 - the job's own tasks report its errors
+                pass
         self.channel.send("ready", pid=os.getpid(), tier=self.job.tier)
 
     def _task(self, msg: dict[str, Any], fn: Any) -> None:
@@ -177,36 +183,47 @@ class _Progress:
             self.last = now
 
 
-def _warm_up(scratch: Path | None) -> None:
-    """Load every cached engine kernel now (~0.2 s) rather than in the middle of the first task:
+def _warm_up(scratch: Path | None, job: Any = None) -> None:
+    """Compile or load the kernels a task needs now, rather than in the middle of the first task:
     workers that start idle are then ready the moment their first task (often a reduce) comes.
-    Without a scratch dir yet (a worker started before the run's), a private temporary one."""
-    import io
+
+    A small map and reduce of ``job`` (a numba-tier job; the bundled word count when None) over
+    a sample file, so every kernel is loaded with the very types a real task uses: the engine's,
+    the job's scan and what it calls, a growing key table. Without a scratch dir yet (a worker
+    started before the run's), in a private temporary one.
+
+    One worker per host compiles: the first run on a host (or after an upgrade) compiles the
+    kernels once (~10 s of CPU), not once per worker at the same time; the others wait on an
+    flock in the cache directory (released if its holder dies), then load them from the cache.
+    """
+    import fcntl
     import tempfile
 
-    if scratch is None:
-        with tempfile.TemporaryDirectory(prefix="mapred-warm-") as tmp:
-            _warm_up(Path(tmp))
-        return
-
-    import numpy as np
-
-    from mapred import kernels
-
-    buf = np.frombuffer(b"warm up", dtype=np.uint8)
-    starts = np.array([0, 5], np.int64)
-    ends = np.array([4, 7], np.int64)
-    table = kernels.KeyTable(buf, kernels.AGG_SUM)
-    table.add_batch(starts, ends, np.ones(2, np.int64), 2)
-    kernels.count_byte(buf, 10)
-    scratch.mkdir(parents=True, exist_ok=True)
-    path = scratch / f".warm-{os.getpid()}.run"
+    cache = Path(os.environ.get("NUMBA_CACHE_DIR") or tempfile.gettempdir())
+    cache.mkdir(parents=True, exist_ok=True)
+    fd = os.open(cache / ".compile.lock", os.O_CREAT | os.O_RDWR, 0o600)
     try:
-        run = table.partitions(1, 0)[0]
-        kernels.write_run(path, run, kernels.AGG_SUM)
-        kernels.merge_runs_to_tsv([kernels.open_run(path)], kernels.AGG_SUM, io.BytesIO())
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if scratch is not None:
+            scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".warm-", dir=scratch) as tmp:
+            _sample_run(Path(tmp), job)
     finally:
-        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _sample_run(tmp: Path, job: Any) -> None:
+    from mapred import job as jobmod
+    from mapred.mapper import MapSpec, PieceSpec, run_map
+    from mapred.reducer import run_reduce
+
+    if job is None:
+        job = jobmod.load(jobmod.resolve("wordcount"), {})
+    sample = tmp / "sample.txt"  # enough distinct words for the key table to grow
+    sample.write_bytes(b"\n".join(b"w%d x\ty\r" % i for i in range(4000)))
+    piece = PieceSpec(str(sample), sample.name, 0, sample.stat().st_size, False)
+    result = run_map(job, MapSpec("warm", "warm", (piece,)), tmp / "map", 2, 0, lambda n: None)
+    run_reduce(job, result.outputs.get(0, []), tmp / "part", tmp / "reduce")
 
 
 def _default_budget(slots: int) -> int:
@@ -275,6 +292,9 @@ def main() -> None:
     _OUTPUT_MODE = 0o666 & ~umask
     os.umask(0o077)  # scratch files are private
     _setup_environment()
+    if sys.argv[1:] == ["--warm"]:  # `mapred hosts setup`: compile the kernels into the cache
+        _warm_up(None)
+        return
     proto = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # user prints go to stderr, never into the protocol
     channel = Channel(proto)

@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lanlib import WORKDIR, Lan
@@ -306,6 +307,16 @@ def test_hosts_check_reports_every_host(hosts: Path, lan: Lan, tmp_path: Path,
     assert proc.returncode == 3 and proc.stdout.decode().count("FAIL") == 3
 
 
+def _cache_dirs(host: Any) -> dict[str, int]:
+    """The host's numba cache directories of mapred, with their number of index files."""
+    out = host.run("find /root/.cache/mapred -name '*.nbi' 2>/dev/null; true", check=True).stdout
+    dirs: dict[str, int] = {}
+    for line in out.split():
+        d = line.rsplit("/", 1)[0]
+        dirs[d] = dirs.get(d, 0) + 1
+    return dirs
+
+
 def test_hosts_setup_installs_a_working_venv(lan: Lan, lan_mapred: str, tmp_path: Path,
                                              env: dict[str, str]) -> None:
     """From a bare Debian python3: wheels downloaded here, shipped, installed offline there."""
@@ -314,10 +325,16 @@ def test_hosts_setup_installs_a_working_venv(lan: Lan, lan_mapred: str, tmp_path
                                  workdir=workdir)
     text = hosts.read_text()
     hosts.write_text(text[:text.index("[[host]]", text.index("[[host]]") + 1)])  # h1 only
+    before = _cache_dirs(lan["h1"])
     proc = mapred("hosts", "setup", "--hosts", hosts, env=env, timeout=900)
     venv_python = f"{workdir}/venv/bin/python"
     assert f'python = "{venv_python}"' in proc.stdout.decode(), proc.stdout
     hosts.write_text(hosts.read_text().replace('"/usr/bin/python3"', f'"{venv_python}"'))
     check = mapred("hosts", "check", "--hosts", hosts, env=env)
     assert " ok " in check.stdout.decode(), check.stdout
+    # setup compiled the new install's kernels into the host's numba cache (one directory per
+    # source directory: the new venv's is new), so its first run does not compile
+    after = _cache_dirs(lan["h1"])
+    new = [d for d in after if d not in before]
+    assert len(new) == 1 and after[new[0]] >= 5, (before, after)
     lan["h1"].run(["rm", "-rf", workdir], check=True)
