@@ -211,10 +211,10 @@ def _state(explicit: Path | None) -> Path:
 
 
 def _runner(cfg: Any, hosts_file: Path | None, no_bar: bool, accept_new: bool) -> Any:
+    transports = _transports(hosts_file, cfg, accept_new)  # first: workers start at once
     from mapred.progress import make_progress
     from mapred.runner import Runner
 
-    transports = _transports(hosts_file, cfg, accept_new)
     return Runner(cfg, transports, make_progress(no_bar))
 
 
@@ -238,8 +238,10 @@ def _transports(hosts_file: Path | None, cfg: Any, accept_new: bool = False) -> 
         cores = host.cores or os.cpu_count() or 1
         log_dir = cfg.state / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        transports.append(LocalTransport(host.name, cores, log_dir, _worker_env(), host.memory,
-                                         scratch_root=cfg.state / "scratch"))
+        local = LocalTransport(host.name, cores, log_dir, _worker_env(), host.memory,
+                               scratch_root=cfg.state / "scratch")
+        local.prespawn()
+        transports.append(local)
     return transports
 
 

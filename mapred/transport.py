@@ -98,9 +98,13 @@ def remote_host(t: object) -> RemoteHost | None:
 class LocalWorker:
     """A ``python -m mapred.worker`` child process in its own session (process group)."""
 
-    def __init__(self, slot: str, log: Path, on_message: OnMessage, env: dict[str, str]) -> None:
+    def __init__(self, slot: str, log: Path, on_message: OnMessage | None,
+                 env: dict[str, str]) -> None:
         self.slot = slot
         self.log = log
+        self._on_message = on_message
+        self._pending: list[dict[str, Any] | None] = []  # until attach()
+        self._deliver_lock = threading.Lock()
         self._log_file = open(log, "wb")  # noqa: SIM115 - closed in _pump
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mapred.worker"],
@@ -111,19 +115,34 @@ class LocalWorker:
             env=env,
         )
         self._lock = threading.Lock()
-        threading.Thread(target=self._pump, args=(on_message,), daemon=True).start()
+        threading.Thread(target=self._pump, daemon=True).start()
 
-    def _pump(self, on_message: OnMessage) -> None:
+    def attach(self, on_message: OnMessage) -> None:
+        """Deliver messages to ``on_message`` (those that came before first, in order)."""
+        with self._deliver_lock:
+            self._on_message = on_message
+            for msg in self._pending:
+                on_message(self.slot, msg)
+            self._pending = []
+
+    def _deliver(self, msg: dict[str, Any] | None) -> None:
+        with self._deliver_lock:
+            if self._on_message is None:
+                self._pending.append(msg)
+            else:
+                self._on_message(self.slot, msg)
+
+    def _pump(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             try:
                 msg = json.loads(line)
             except ValueError:
                 continue
-            on_message(self.slot, msg)
+            self._deliver(msg)
         self.proc.wait()
         self._log_file.close()
-        on_message(self.slot, None)
+        self._deliver(None)
 
     def send(self, msg: dict[str, Any]) -> None:
         assert self.proc.stdin is not None
@@ -163,6 +182,12 @@ class LocalTransport:
         self.env = env
         self._scratch: Path | None = None
         self.workers: list[LocalWorker] = []
+        self._prespawned: LocalWorker | None = None
+
+    def prespawn(self) -> None:
+        """Start worker 0 now: its numba import overlaps the coordinator's planning."""
+        self._prespawned = self._launch(0, None)
+        self._prespawned.send({"op": "preload"})
 
     def start(self, run_id: str) -> None:
         """Make the run's private scratch directory (0700). It lives under the state directory
@@ -193,9 +218,17 @@ class LocalTransport:
         return [path for _, path in inputs]
 
     def spawn_worker(self, index: int, on_message: OnMessage) -> LocalWorker:
-        slot = f"{self.name}/{index}"
+        worker = self._prespawned if index == 0 else None
+        self._prespawned = None if index == 0 else self._prespawned
+        if worker is None or worker.proc.poll() is not None:
+            worker = self._launch(index, on_message)
+        else:
+            worker.attach(on_message)
+        return worker
+
+    def _launch(self, index: int, on_message: OnMessage | None) -> LocalWorker:
         log = self.log_dir / f"worker-{self.name}-{index}.log"
-        worker = LocalWorker(slot, log, on_message, self.env)
+        worker = LocalWorker(f"{self.name}/{index}", log, on_message, self.env)
         self.workers.append(worker)
         return worker
 
