@@ -336,5 +336,6 @@ def test_hosts_setup_installs_a_working_venv(lan: Lan, lan_mapred: str, tmp_path
     # source directory: the new venv's is new), so its first run does not compile
     after = _cache_dirs(lan["h1"])
     new = [d for d in after if d not in before]
-    assert len(new) == 1 and after[new[0]] >= 5, (before, after)
+    engine = [d for d in new if d.rsplit("/", 1)[-1].startswith("mapred_")]
+    assert len(engine) == 1 and after[engine[0]] >= 5, (before, after)
     lan["h1"].run(["rm", "-rf", workdir], check=True)
