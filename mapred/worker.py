@@ -25,6 +25,7 @@ This module imports only the standard library (numpy/numba/mmh3 are imported by 
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import queue
@@ -109,6 +110,8 @@ class Worker:
                 _warm_up(self.scratch, self.job)
             except Exception:  # noqa: BLE001,S110 - the job's own tasks report its errors
                 pass
+        gc.freeze()  # what the imports made lives as long as the worker: never scan it again
+        gc.enable()
         self.channel.send("ready", pid=os.getpid(), tier=self.job.tier)
 
     def _task(self, msg: dict[str, Any], fn: Any) -> None:
@@ -313,6 +316,7 @@ def main() -> None:
     umask = int(os.environ.get("MAPRED_UMASK", "0o022"), 8)
     _OUTPUT_MODE = 0o666 & ~umask
     os.umask(0o077)  # scratch files are private
+    gc.disable()  # until ready: numba's imports make many objects and no garbage worth a pass
     _setup_environment()
     if sys.argv[1:] == ["--warm"]:  # `mapred hosts setup`: compile the kernels into the cache
         _warm_up(None)
