@@ -41,9 +41,16 @@ class PieceSpec:
     start: int
     end: int
     gzip: bool
+    origin: int | None = None  # where ``start`` is in the corpus file (None: at ``start``;
+    # a shard shipped to an SSH host is a file of its own, its pieces start elsewhere there)
+
+    @property
+    def first(self) -> int:
+        """Offset of the piece's first byte in the corpus file."""
+        return self.start if self.origin is None else self.origin
 
     def describe(self) -> str:
-        return f"{self.rel} bytes {self.start}-{self.end}"
+        return f"{self.rel} bytes {self.first}-{self.first + self.end - self.start}"
 
 
 @dataclass(frozen=True)
@@ -275,7 +282,7 @@ def _plain_records(piece: PieceSpec) -> Iterator[tuple[int, bytes]]:
     while pos < n:
         j = data.find(b"\n", pos)
         stop = n if j < 0 else j
-        yield piece.start + pos, data[pos:stop]
+        yield piece.first + pos, data[pos:stop]
         pos = stop + 1
 
 

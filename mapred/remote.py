@@ -58,7 +58,7 @@ from mapred.errors import ConfigError, JobError, NoHostsError
 from mapred.hosts import Host, SSHTarget, resolve_ssh, rsync_remote, ssh_command_args
 from mapred.shards import Shard
 from mapred.sshconfig import CONNECT_TIMEOUT, SERVER_ALIVE_COUNT_MAX, SERVER_ALIVE_INTERVAL
-from mapred.transport import OnMessage
+from mapred.transport import Delivery, OnMessage
 
 log = logging.getLogger("mapred")
 
@@ -482,9 +482,8 @@ class SSHWorker:
         self.ended = threading.Event()
         self._tail = bytearray()
         self._lock = threading.Lock()
-        self._deliver_lock = threading.Lock()
-        self._on_message: OnMessage | None = None
-        self._pending: list[dict[str, Any] | None] = []  # until attach()
+        self._deliver = Delivery(slot)
+        self.attach = self._deliver.attach
         self._unsent: list[bytes] | None = []  # until the channel is open
         self._closing = False
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed when the channel ends
@@ -512,21 +511,6 @@ class SSHWorker:
             self.close()
         threading.Thread(target=self._read_stderr, daemon=True).start()
         self._pump()
-
-    def attach(self, on_message: OnMessage) -> None:
-        """Start delivering messages (those that came before first, in order)."""
-        with self._deliver_lock:
-            self._on_message = on_message
-            for msg in self._pending:
-                on_message(self.slot, msg)
-            self._pending = []
-
-    def _deliver(self, msg: dict[str, Any] | None) -> None:
-        with self._deliver_lock:
-            if self._on_message is None:
-                self._pending.append(msg)
-            else:
-                self._on_message(self.slot, msg)
 
     def _pump(self) -> None:
         try:

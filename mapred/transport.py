@@ -95,6 +95,31 @@ def remote_host(t: object) -> RemoteHost | None:
     return cast(RemoteHost, t) if callable(getattr(t, "watch", None)) else None
 
 
+class Delivery:
+    """A worker's messages for the runner: held until a receiver is attached (a worker may start
+    before the runner wants it), then passed on in order. ``None`` says the worker ended."""
+
+    def __init__(self, slot: str, on_message: OnMessage | None = None) -> None:
+        self.slot = slot
+        self._on_message = on_message
+        self._pending: list[dict[str, Any] | None] = []
+        self._lock = threading.Lock()
+
+    def attach(self, on_message: OnMessage) -> None:
+        with self._lock:
+            self._on_message = on_message
+            for msg in self._pending:
+                on_message(self.slot, msg)
+            self._pending = []
+
+    def __call__(self, msg: dict[str, Any] | None) -> None:
+        with self._lock:
+            if self._on_message is None:
+                self._pending.append(msg)
+            else:
+                self._on_message(self.slot, msg)
+
+
 class LocalWorker:
     """A ``python -m mapred.worker`` child process in its own session (process group)."""
 
@@ -102,9 +127,8 @@ class LocalWorker:
                  env: dict[str, str]) -> None:
         self.slot = slot
         self.log = log
-        self._on_message = on_message
-        self._pending: list[dict[str, Any] | None] = []  # until attach()
-        self._deliver_lock = threading.Lock()
+        self._deliver = Delivery(slot, on_message)
+        self.attach = self._deliver.attach
         self._log_file = open(log, "wb")  # noqa: SIM115 - closed in _pump
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mapred.worker"],
@@ -116,21 +140,6 @@ class LocalWorker:
         )
         self._lock = threading.Lock()
         threading.Thread(target=self._pump, daemon=True).start()
-
-    def attach(self, on_message: OnMessage) -> None:
-        """Deliver messages to ``on_message`` (those that came before first, in order)."""
-        with self._deliver_lock:
-            self._on_message = on_message
-            for msg in self._pending:
-                on_message(self.slot, msg)
-            self._pending = []
-
-    def _deliver(self, msg: dict[str, Any] | None) -> None:
-        with self._deliver_lock:
-            if self._on_message is None:
-                self._pending.append(msg)
-            else:
-                self._on_message(self.slot, msg)
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None

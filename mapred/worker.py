@@ -6,7 +6,8 @@ cannot corrupt the protocol). Requests:
 
     {"op": "init", "job": PATH, "params": {...}, "reducers": R, "seed": S, "scratch": DIR,
      "slots": WORKERS_ON_THIS_HOST, "memory": BYTES_PER_WORKER or null}
-    {"op": "map", "task", "attempt", "pieces": [{"path", "rel", "start", "end", "gzip"}...]}
+    {"op": "map", "task", "attempt", "pieces": [{"path", "rel", "start", "end", "gzip",
+     "offset" (where start is in the corpus file, when "path" is a shipped copy)}...]}
     {"op": "reduce", "task", "attempt", "partition", "inputs": [PATH...], "out": PATH}
         (an input may also be {"url": "rsync://...", "host": NAME}: fetched first, see fetch.py)
     {"op": "drop", "paths": [PATH...]}          remove files/dirs of discarded attempts
@@ -142,7 +143,7 @@ class Worker:
 
         assert self.scratch is not None
         pieces = tuple(PieceSpec(p["path"], p["rel"], int(p["start"]), int(p["end"]),
-                                 bool(p["gzip"])) for p in msg["pieces"])
+                                 bool(p["gzip"]), p.get("offset")) for p in msg["pieces"])
         spec = MapSpec(msg["task"], msg["attempt"], pieces)
         out_dir = paths.map_attempt_dir(self.scratch, spec.attempt)
         result = run_map(self.job, spec, out_dir, self.reducers, self.seed,

@@ -96,6 +96,19 @@ def test_invindex_matches_reference(awkward_corpus, tmp_path, state_env):
     assert not (awkward_corpus / "PWNED").exists() and not Path("PWNED").exists()
 
 
+def test_ctx_gives_each_record_its_file_and_byte_offset(awkward_corpus, tmp_path, state_env):
+    got = run_job("tests/jobs/offsets.py", awkward_corpus, tmp_path / "out", state_env)
+    want = {}
+    for name, data in corpus_files(awkward_corpus):
+        at = 0
+        for line in lines_of(data):  # a record starts where the previous one's newline ended
+            key = f"{name}:{at}".encode("utf-8", "surrogateescape")
+            want[escape(key)] = str(len(line)).encode()
+            at += len(line) + 1
+    assert len(want) > 1000
+    assert got == want
+
+
 def test_logfield_counts_a_field(tmp_path, state_env):
     log = tmp_path / "access.log"
     rows = []

@@ -30,6 +30,7 @@ JOBS = [
     ("ngrams", ["-p", "n=2"]),
     ("invindex", []),
     (str(ROOT / "jobs" / "logfield.py"), ["-p", "field=1"]),
+    (str(ROOT / "tests" / "jobs" / "offsets.py"), []),  # ctx.offset is in the corpus file
 ]
 
 
