@@ -5,8 +5,9 @@
 Builds (once, cached under /tmp/mapred-bench) a real-text corpus: the Python standard library's
 sources, the GCIDE dictionary and fortunes when installed, repeated to the size asked, every other
 copy with its letters rotated so the distinct-token count grows like a real corpus's. Then runs
-each tool once per round, rounds interleaved, and prints medians and ratios to `LC_ALL=C wc -w`,
-mapred's peak memory (whole process tree) at two corpus sizes, and a 1 KB end-to-end time.
+each tool once per round (the order rotates; each starts on an idle machine), and prints medians
+and ratios to `LC_ALL=C wc -w`, mapred's peak memory (whole process tree) at two corpus sizes,
+and a 1 KB end-to-end time.
 Dask is optional: `pip install 'dask[bag]'` (the `bench` extra) to include it.
 """
 
@@ -124,6 +125,21 @@ def timed(cmd: list[str] | str, shell: bool = False, measure_rss: bool = False) 
     return wall, peak
 
 
+def settle(limit: float = 0.15, most: float = 20.0) -> None:
+    """Wait (at most ``most`` seconds) until the CPUs are idle: under ``limit`` busy over 0.5 s."""
+    def busy() -> tuple[int, int]:
+        f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        return sum(f) - f[3] - f[4], sum(f)
+
+    end = time.monotonic() + most
+    while time.monotonic() < end:
+        b0, t0 = busy()
+        time.sleep(0.5)
+        b1, t1 = busy()
+        if (b1 - b0) / max(1, t1 - t0) < limit:
+            return
+
+
 def mapred_cmd(path: Path, out: str = "out") -> list[str]:
     return [*MAPRED, "run", "wordcount", str(path), "-o", str(CACHE / out), "--overwrite",
             "-q", "--state-dir", str(CACHE / "state")]
@@ -172,8 +188,11 @@ def main() -> None:
     cmds = tools(path)
     walls: dict[str, list[float]] = {n: [] for n in names}
     for r in range(args.rounds):
-        for n in names:
+        # the order rotates each round, and each tool starts on a settled machine: the processes
+        # of the tool before (Dask's pool, a Counter's gigabytes being freed) can outlive it
+        for n in names[r % len(names):] + names[:r % len(names)]:
             cmd, shell = cmds[n]
+            settle()
             wall, _ = timed(cmd, shell)  # no memory sampling here: it takes CPU from the tool
             walls[n].append(wall)
             print(f"  round {r + 1} {n:8s} {wall:7.2f} s", flush=True)
