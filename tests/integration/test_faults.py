@@ -488,7 +488,9 @@ def test_every_host_down_fails_fast_with_exit_3(hosts: Path, healed: Lan, job: P
         h.kill()
     t0 = time.monotonic()
     assert run.wait(60) == 3, run.stderr
-    assert time.monotonic() - t0 < 15
+    # a killed host usually resets its connections (seconds); the bound is the worst case: hosts
+    # silent for DEAD_AFTER (10 s), then the shutdown, on a loaded machine (15.03 s seen in CI)
+    assert time.monotonic() - t0 < 20
     assert "no usable host left" in run.stderr, run.stderr
     assert not (tmp_path / "out").exists()
     # down before the run starts: refused at once too
