@@ -197,7 +197,7 @@ def _warm_up(scratch: Path | None, job: Any = None) -> None:
     started before the run's), in a private temporary one.
 
     One worker per host compiles: the first run on a host (or after an upgrade) compiles the
-    kernels once (~10 s of CPU), not once per worker at the same time; the others wait on an
+    kernels once (~16 s of CPU here), not once per worker at once; the others wait on an
     flock in the cache directory (released if its holder dies), then load them from the cache.
     """
     import fcntl
