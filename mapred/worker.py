@@ -5,7 +5,8 @@ requests on stdin, events on the original stdout (user code's prints are sent to
 cannot corrupt the protocol). Requests:
 
     {"op": "init", "job": PATH, "params": {...}, "reducers": R, "seed": S, "scratch": DIR,
-     "slots": WORKERS_ON_THIS_HOST, "memory": BYTES_PER_WORKER or null}
+     "slots": WORKERS_ON_THIS_HOST, "memory": BYTES_PER_WORKER or null,
+     "enter_scratch": BOOL (SSH hosts: work in DIR; locally paths may be relative to the cwd)}
     {"op": "map", "task", "attempt", "pieces": [{"path", "rel", "start", "end", "gzip",
      "offset" (where start is in the corpus file, when "path" is a shipped copy)}...]}
     {"op": "reduce", "task", "attempt", "partition", "inputs": [PATH...], "out": PATH}
@@ -97,7 +98,8 @@ class Worker:
         from mapred.errors import MapredError
 
         self.scratch = Path(msg["scratch"])
-        os.chdir(self.scratch)  # user code that writes relative paths writes in the scratch dir
+        if msg.get("enter_scratch"):  # an SSH host: relative writes of user code land in scratch
+            os.chdir(self.scratch)
         self.reducers = int(msg["reducers"])
         self.seed = int(msg["seed"])
         self.budget = int(msg.get("memory") or _default_budget(int(msg.get("slots", 1))))

@@ -59,6 +59,22 @@ def test_success_writes_parts_and_success_marker(corpus, tmp_path, state_env):
     assert not list(tmp_path.glob(".out.mapred-*"))  # no staging left behind
 
 
+@pytest.mark.parametrize("job,params", [("wordcount", []), ("grep", ["-p", "pattern=a"])])
+def test_relative_paths_are_relative_to_where_mapred_runs(job, params, corpus, tmp_path):
+    """Corpus, output, state dir and job given relative to the current directory (as `make demo`
+    does), for both tiers: the workers find all of them."""
+    work = tmp_path / "work"
+    (work / "in").mkdir(parents=True)
+    for f in corpus.iterdir():
+        (work / "in" / f.name).write_bytes(f.read_bytes())
+    (work / "job.py").write_bytes((ROOT / "jobs" / f"{job}.py").read_bytes())
+    run_mapred("run", "job.py", "in", "-o", "out", "--state-dir", "st", "--shard-size", "1",
+               *params, cwd=work)
+    run_mapred("run", work / "job.py", corpus, "-o", tmp_path / "abs", "--state-dir",
+               tmp_path / "st2", *params)
+    assert read_output(work / "out") == read_output(tmp_path / "abs") != {}
+
+
 @pytest.mark.parametrize("args,code,needles", [
     (["run", "wordcount", "{tmp}/missing", "-o", "{tmp}/o"], 2, ["corpus not found", "missing"]),
     (["run", "nosuchjob", "{corpus}", "-o", "{tmp}/o"], 2, ["nosuchjob", "bundled"]),
