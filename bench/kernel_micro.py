@@ -29,7 +29,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from mapred import job as jobmod  # noqa: E402
 from mapred import kernels as K  # noqa: E402
+
+SCAN = jobmod.load(jobmod.resolve("wordcount"), {}).scan  # the bundled word count's kernel
 
 WORK = "/tmp/kbench"
 SEED = 12345
@@ -77,7 +80,7 @@ def warm_up() -> None:
         f.write(b"warm up the kernels\n")
     for b in (buf, np.memmap(mm_path, dtype=np.uint8, mode="r")):
         table = K.KeyTable(b, K.AGG_SUM)
-        K.aggregate_scan(K.scan_tokens, b, table)
+        K.aggregate_scan(SCAN, b, table)
         runs = table.partitions(2, SEED)
         for i, r in enumerate(runs):
             K.write_run(os.path.join(WORK, f"warm{i}.run"), r, K.AGG_SUM)
@@ -91,7 +94,7 @@ def scan_only(buf: np.ndarray) -> int:
     starts, ends, values = (np.empty(K.BATCH, np.int64) for _ in range(3))
     pos, total = 0, 0
     while pos < len(buf):
-        n, pos = K.scan_tokens(buf, pos, starts, ends, values)
+        n, pos = SCAN(buf, pos, starts, ends, values)
         total += n
     return total
 
@@ -119,7 +122,7 @@ def merge() -> tuple[int, int]:
 def _map_half(path: str, a: int, b: int, m: int) -> list[str]:
     buf = np.memmap(path, dtype=np.uint8, mode="r")[a:b]
     table = K.KeyTable(buf, K.AGG_SUM)
-    K.aggregate_scan(K.scan_tokens, buf, table)
+    K.aggregate_scan(SCAN, buf, table)
     out = []
     for p, run in enumerate(table.partitions(2, SEED)):
         out.append(os.path.join(WORK, f"pipe-m{m}-p{p}.run"))
@@ -186,7 +189,7 @@ def main() -> None:
         t, n = timed(scan_only, buf)
         res.setdefault("1 thread: scan only", []).append(t)
         table = K.KeyTable(buf, K.AGG_SUM)
-        t, n = timed(K.aggregate_scan, K.scan_tokens, buf, table)
+        t, n = timed(K.aggregate_scan, SCAN, buf, table)
         res.setdefault("1 thread: scan + KeyTable", []).append(t)
         info["tokens"], info["distinct keys"] = n, len(table)
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AGG_SUM", "AGG_MIN", "AGG_MAX", "AGG_BY_NAME", "BATCH",
-    "is_space", "skip_space", "find_space", "find_byte", "count_byte", "scan_tokens",
+    "is_space", "skip_space", "find_space", "find_byte", "count_byte",
     "mmh3_32", "escape_key_py",
     "Run", "KeyTable", "write_run", "open_run", "read_run_header", "merge_runs_to_tsv",
     "aggregate_scan",
@@ -290,27 +290,6 @@ def count_byte(buf, byte: int) -> int:
     return c
 
 
-@njit(cache=True, nogil=True)
-def scan_tokens(buf, pos, starts, ends, values):
-    """Emit up to len(starts) (key span, value) pairs from buf[pos:]; return (n, new_pos).
-
-    The bundled word-count scan: keys are maximal runs of non-whitespace, value 1 each.
-    """
-    end = len(buf)
-    n = 0
-    while n < len(starts):
-        pos = skip_space(buf, pos, end)
-        if pos >= end:
-            break
-        stop = find_space(buf, pos, end)
-        starts[n] = pos
-        ends[n] = stop
-        values[n] = 1
-        n += 1
-        pos = stop
-    return n, pos
-
-
 # ---------------------------------------------------------------------------------------------
 # MurmurHash3 x86_32 (== mmh3.hash(bytes, seed, signed=False)).
 # ---------------------------------------------------------------------------------------------
@@ -366,7 +345,7 @@ def escape_key_py(b: bytes) -> bytes:
 def aggregate_scan(scan, buf, table, batch: int = BATCH) -> int:
     """Drive ``scan`` over all of ``buf`` feeding ``table`` (a KeyTable on ``buf``); return pairs.
 
-    ``scan(buf, pos, starts, ends, values) -> (n, new_pos)`` is a user kernel like scan_tokens.
+    ``scan(buf, pos, starts, ends, values) -> (n, new_pos)`` is a job's kernel (jobs/wordcount.py).
     """
     starts = np.empty(batch, np.int64)
     ends = np.empty(batch, np.int64)

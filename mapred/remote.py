@@ -55,6 +55,7 @@ from typing import Any
 
 from mapred import __version__, paths
 from mapred.errors import ConfigError, JobError, NoHostsError
+from mapred.fetch import HASH_CHUNK
 from mapred.hosts import Host, SSHTarget, resolve_ssh, rsync_remote, ssh_command_args
 from mapred.shards import Shard
 from mapred.sshconfig import CONNECT_TIMEOUT, SERVER_ALIVE_COUNT_MAX, SERVER_ALIVE_INTERVAL
@@ -75,7 +76,6 @@ VERIFY_TIMEOUT = 120.0  # hashing a shard or an attempt's map outputs on the hos
 STOP_TIMEOUT = 10.0  # waiting for the agent's cleanup at the end of a run
 RSYNC_TIMEOUT = 60  # rsync --timeout: seconds without I/O
 TRANSFER_THREADS = 2  # concurrent shard transfers per host
-HASH_CHUNK = 1 << 20
 STDERR_TAIL = 64 * 1024
 
 
@@ -646,6 +646,8 @@ class SSHTransport:
     connecting in the background; ``cores``, ``start`` and every other method wait for that.
     ``run_state_dir`` is the coordinator's state directory (worker logs go to its ``logs/``).
     """
+
+    workers_enter_scratch = True  # relative writes of user code land in the run's scratch dir
 
     def __init__(self, host: Host, *, run_state_dir: Path, accept_new_host_keys: bool = False,
                  shuffle: str = "direct", group: ShuffleGroup | None = None,

@@ -340,8 +340,7 @@ class Runner:
             init = {"op": "init", "job": t.job_path(cfg.job), "params": cfg.params,
                     "reducers": self.reducers, "seed": cfg.seed, "scratch": t.scratch,
                     "slots": t.cores, "memory": _per_worker(t.memory, t.cores),
-                    # locally, paths may be relative to where mapred was started
-                    "enter_scratch": remote_host(t) is not None}
+                    "enter_scratch": t.workers_enter_scratch}
             worker = t.spawn_worker(index, functools.partial(self._on_message, gen))
         except (JobError, NoHostsError) as e:  # the host went away under us
             self._on_host_lost(t.name, f"host {t.name}: cannot start a worker: {e}")

@@ -38,6 +38,9 @@ class Transport(Protocol):
     name: str
     cores: int
     memory: int | None  # map-side memory budget for the whole host (hosts.toml), or None
+    # whether workers run in the scratch dir (SSH) or where mapred was started (local: paths
+    # the user gave may be relative to it)
+    workers_enter_scratch: bool
 
     def start(self, run_id: str) -> None: ...
     def job_path(self, local_job: Path) -> str: ...
@@ -180,6 +183,8 @@ class LocalWorker:
 
 class LocalTransport:
     """This machine, no SSH: the embedded default."""
+
+    workers_enter_scratch = False
 
     def __init__(self, name: str, cores: int, log_dir: Path, env: dict[str, str],
                  memory: int | None = None, scratch_root: Path | None = None) -> None:

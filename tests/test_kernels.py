@@ -14,7 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mapred import job as jobmod
 from mapred import kernels as K
+
+SCAN = jobmod.load(jobmod.resolve("wordcount"), {}).scan  # the bundled word count's kernel
 
 WS = b" \t\n\r\x0b\x0c"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -122,12 +125,12 @@ def test_skip_find_long_runs():
 
 @SETTINGS
 @given(ws_bytes, st.integers(1, 5), st.integers(0, 7))
-def test_scan_tokens_equals_bytes_split(data, batch, offset):
+def test_wordcount_scan_equals_bytes_split(data, batch, offset):
     buf = placed(data, offset, False)
     starts, ends, values = (np.empty(batch, np.int64) for _ in range(3))
     got, pos = [], 0
     while pos < len(buf):
-        n, pos = K.scan_tokens(buf, pos, starts, ends, values)
+        n, pos = SCAN(buf, pos, starts, ends, values)
         got += [data[starts[i]:ends[i]] for i in range(n)]
         assert list(values[:n]) == [1] * n
     assert got == data.split()
@@ -295,7 +298,7 @@ def test_table_grows_from_tiny_to_a_million_keys(tmp_path, monkeypatch, reserve)
     path.write_bytes(data)
     buf = np.memmap(path, dtype=np.uint8, mode="r")
     table = K.KeyTable(buf, K.AGG_SUM, capacity=1)
-    assert K.aggregate_scan(K.scan_tokens, buf, table, batch=4096) == len(words)
+    assert K.aggregate_scan(SCAN, buf, table, batch=4096) == len(words)
     ref = Counter(words)
     assert len(table) == len(ref) == 1_000_000
     assert 2 * len(table) <= len(table._index) <= 8 * len(table)
@@ -464,7 +467,7 @@ def test_end_to_end_word_count(tmp_path):
     for part, (a, b) in enumerate(((0, half), (half, len(data)))):
         buf = np.frombuffer(data[a:b], np.uint8)
         table = K.KeyTable(buf, K.AGG_SUM)
-        K.aggregate_scan(K.scan_tokens, buf, table, batch=7)
+        K.aggregate_scan(SCAN, buf, table, batch=7)
         for p, run in enumerate(table.partitions(2, 11)):
             path = tmp_path / f"m{part}-p{p}.run"
             K.write_run(path, run, K.AGG_SUM)
