@@ -1,5 +1,6 @@
 # make demo: set up .venv, install mapred, count the words of the Python standard library's sources.
-# make test: set up .venv with the test extras and run the whole test suite.
+# make test: install the system packages the tests need (scripts/system-deps.sh: as root with apt;
+#            otherwise it says what will skip), set up .venv with the test extras, run the suite.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -28,6 +29,7 @@ demo: $(VENV)/.installed demo-corpus/.done
 	@LC_ALL=C sort -t "$$(printf '\t')" -k2,2nr -k1,1 demo-out/part-* | head -n 20
 
 test: $(VENV)/.installed-test
+	scripts/system-deps.sh
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test

@@ -230,7 +230,9 @@ def _transports(hosts_file: Path | None, cfg: Any, accept_new: bool = False) -> 
             raise UsageError(f"{cluster.source}: mixing address = \"local\" with SSH hosts is "
                              "not supported yet: list this machine by its address instead")
         from mapred.remote import open_transports
+        from mapred.sshconfig import require_client_tools
 
+        require_client_tools(cluster.source)
         return list(open_transports(remote, run_state_dir=cfg.state, shuffle=cluster.shuffle,
                                     accept_new_host_keys=accept_new))
     transports = []

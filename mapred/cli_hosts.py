@@ -340,6 +340,7 @@ AcceptOpt = Annotated[bool, typer.Option(
 def _cluster(hosts: Path | None) -> Any:
     from mapred.errors import UsageError
     from mapred.hosts import load_hosts
+    from mapred.sshconfig import require_client_tools
 
     path = hosts or Path("hosts.toml")
     if not path.is_file():
@@ -348,6 +349,7 @@ def _cluster(hosts: Path | None) -> Any:
     remote = [h for h in cluster.hosts if not h.local]
     if not remote:
         raise UsageError(f"{path}: no SSH hosts in it (only address = \"local\")")
+    require_client_tools(path)
     return cluster, remote
 
 

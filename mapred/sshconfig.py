@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mapred.errors import ConfigError
+from mapred.errors import ConfigError, UsageError
 
 # --- every SSH default, in one place ---------------------------------------------------------
 
@@ -34,6 +35,23 @@ SERVER_ALIVE_INTERVAL = 5  # seconds between keepalives
 SERVER_ALIVE_COUNT_MAX = 3  # missed keepalives before the connection is dropped
 CONNECT_TIMEOUT = 10  # seconds
 MAX_JUMP_HOPS = 8
+
+
+CLIENT_TOOLS = {"ssh": "openssh-client", "rsync": "rsync"}  # program -> its Debian package
+
+
+def require_client_tools(source: object) -> None:
+    """UsageError (exit 2) naming the programs missing on this machine that SSH hosts need.
+
+    ``ssh`` carries every byte rsync sends and ``rsync`` ships shards, job modules and results;
+    checked before any connection so that the error names the program, not a later symptom.
+    """
+    absent = [tool for tool in CLIENT_TOOLS if shutil.which(tool) is None]
+    if absent:
+        pkgs = " ".join(sorted({CLIENT_TOOLS[t] for t in absent}))
+        raise UsageError(f"{source} names SSH hosts, but {' and '.join(absent)} "
+                         f"{'is' if len(absent) == 1 else 'are'} not installed on this machine "
+                         f"(Debian: apt-get install {pkgs})")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,41 @@ import os
 from pathlib import Path
 
 import pytest
+import sysdeps
 from mrtest import AWKWARD_FILES, real_text_files
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "needs(*things): skip (fail under CI) unless these commands or paths, listed "
+        "in scripts/system-deps.txt, are present")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("needs"):
+        sysdeps.need(*mark.args)
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    return str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say plainly what did not run and why: one line a missing package, then other skips."""
+    reasons = [_skip_reason(r) for r in terminalreporter.stats.get("skipped", [])]
+    gone = sysdeps.missing_packages()
+    if not gone and not reasons:
+        return
+    terminalreporter.section("what did not run")
+    for pkg, things in gone.items():
+        n = sum(1 for r in reasons if "apt-get install" in r and pkg in r.split("apt-get install")[1])
+        terminalreporter.write_line(
+            f"{pkg} not installed ({', '.join(things)}): {n} test(s) skipped; "
+            f"as root: apt-get install {pkg}, or run scripts/system-deps.sh")
+    other = [r for r in reasons if "apt-get install" not in r]
+    for why in sorted(set(other)):
+        terminalreporter.write_line(f"skipped {other.count(why)}: {why}")
 
 
 @pytest.fixture(scope="session")

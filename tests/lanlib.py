@@ -63,6 +63,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/, for sysdeps
+import sysdeps  # noqa: E402
+
 POOL = ipaddress.IPv4Network("198.18.0.0/15")
 REGISTRY = Path("/run/mapred-lan")
 VENV = Path("/opt/mapred-lan/venv")
@@ -71,7 +74,8 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NAME_RE = re.compile(r"^(mrl([0-9a-f]+)x\d+)(?:br|v\d+|h\d+)$")
-REQUIRED_TOOLS = ("sshd", "ssh", "ssh-keygen", "rsync", "ip", "tc", "unshare", "nsenter", "mount")
+REQUIRED_TOOLS = ("sshd", "ssh", "ssh-keygen", "rsync", "ip", "tc", "unshare", "nsenter", "mount",
+                  "/usr/lib/python3*/ensurepip/__init__.py")
 FIRST_HOST_OCTET = 11
 
 Cmd = str | Sequence[str | bytes | os.PathLike]
@@ -624,19 +628,9 @@ class Lan:
             return False, "the test LAN needs Linux network namespaces"
         if os.geteuid() != 0:
             return False, "the test LAN needs root (network namespaces, bridges, mounts)"
-        missing = [t for t in REQUIRED_TOOLS if not _which(t)]
-        if missing:
-            return (
-                False,
-                f"missing tools: {', '.join(missing)} "
-                "(apt-get install openssh-server openssh-client rsync iproute2)",
-            )
-        if not Path(SYSTEM_PYTHON).exists():
-            return False, f"{SYSTEM_PYTHON} missing (apt-get install python3)"
-        if _run(
-            [SYSTEM_PYTHON, "-c", "import ensurepip, venv"], check=False, env=_host_env()
-        ).returncode:
-            return False, f"{SYSTEM_PYTHON} cannot make venvs (apt-get install python3-venv)"
+        absent = sysdeps.missing(*REQUIRED_TOOLS)
+        if absent:
+            return False, sysdeps.reason(absent)
         probe = _run(["unshare", "--net", "--mount", "true"], check=False)
         if probe.returncode != 0:
             return False, f"cannot create namespaces: {probe.stderr.strip()}"

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import sysdeps
 
 FORTUNES = Path("/usr/share/games/fortunes")
 GCIDE = Path("/usr/share/dictd/gcide.dict.dz")
@@ -16,11 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _need(path: Path) -> Path:
-    if not path.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{path} is missing (CI installs fortunes-min and dict-gcide)")
-        pytest.skip(f"{path} is missing: apt-get install fortunes-min dict-gcide")
-    return path
+    return Path(sysdeps.need(str(path)))
 
 
 def real_text_files() -> list[Path]:

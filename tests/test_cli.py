@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -326,3 +327,28 @@ def test_progress_bar_on_a_terminal_only(tmp_path, state_env, dictionary_sample)
     assert proc.wait(timeout=120) == 0
     os.close(master)
     assert b"\r" in seen and b"shards" in seen and b"map" in seen, seen[-500:]
+
+
+@pytest.mark.parametrize("hidden", [("rsync",), ("ssh",), ("ssh", "rsync")])
+def test_ssh_hosts_without_ssh_or_rsync_here_exit_2_naming_the_program(
+        tmp_path: Path, corpus: Path, hidden: tuple[str, ...]) -> None:
+    # A PATH holding links to every program of the real PATH except the hidden ones.
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for d in os.environ.get("PATH", "").split(":"):
+        if os.path.isdir(d):
+            for name in os.listdir(d):
+                if name not in hidden and not (bindir / name).exists():
+                    (bindir / name).symlink_to(os.path.join(d, name))
+    hosts = tmp_path / "hosts.toml"
+    hosts.write_text('[[host]]\nname = "h1"\naddress = "198.18.0.11"\n')
+    for args in (["run", "wordcount", corpus, "--hosts", hosts, "-o", tmp_path / "out"],
+                 ["hosts", "check", "--hosts", hosts], ["hosts", "setup", "--hosts", hosts]):
+        proc = run_mapred(*args, check=False, env={"PATH": str(bindir)}, timeout=60)
+        err = proc.stderr.decode()
+        assert proc.returncode == 2, err
+        line = error_line(err)
+        absent = [t for t in ("ssh", "rsync") if t in hidden or shutil.which(t) is None]
+        assert f"{hosts} names SSH hosts, but {' and '.join(absent)} " in line, line
+        assert "not installed on this machine" in line and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

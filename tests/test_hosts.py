@@ -38,8 +38,8 @@ from mapred.hosts import (
 REPO = Path(__file__).resolve().parent.parent
 SSH = shutil.which("ssh")
 RSYNC = shutil.which("rsync")
-needs_ssh = pytest.mark.skipif(SSH is None, reason="OpenSSH client (ssh) not installed")
-needs_rsync = pytest.mark.skipif(RSYNC is None or SSH is None, reason="rsync/ssh not installed")
+needs_ssh = pytest.mark.needs("ssh")
+needs_rsync = pytest.mark.needs("rsync", "ssh")
 
 ONE_HOST = '[[host]]\nname = "h1"\naddress = "198.18.0.11"\n'
 

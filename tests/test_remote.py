@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sysdeps
 
 from mapred import fetch
 from mapred.cli_hosts import HostReport, build_wheel, check_exit_code, platform_args
@@ -45,6 +46,7 @@ from mapred.sshconfig import SSHTarget
 def host_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
     import paramiko
 
+    sysdeps.need("ssh-keygen")
     d = tmp_path_factory.mktemp("key")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", d / "k"], check=True)
     return paramiko.Ed25519Key.from_private_key_file(str(d / "k")), d / "k.pub"
@@ -174,6 +176,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    sysdeps.need("rsync")  # the agent's shuffle daemon is rsync --daemon
     monkeypatch.delenv("SSH_CONNECTION", raising=False)
     out = io.StringIO()
     a = fetch.Agent({"workdir": str(tmp_path / "work"), "token": "tok_" + "a" * 12,
@@ -271,6 +274,7 @@ def test_a_dead_agent_is_swept_at_the_next_start(tmp_path: Path,
         a.cleanup()
 
 
+@pytest.mark.needs("rsync")
 def test_agent_over_a_pipe_cleans_up_when_its_stdin_closes(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "mapred.fetch", "agent"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,

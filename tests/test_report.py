@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sysdeps
 import typer
 from typer.testing import CliRunner
 
@@ -450,21 +451,17 @@ CHROMIUM_FLAGS = (
 
 
 def chromium_or_skip() -> str:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed, and CI is set: apt-get install chromium")
-        pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
-    return exe
+    return sysdeps.need("chromium")
 
 
-def test_chromium_missing_skips_or_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(shutil, "which", lambda _name: None)
+def test_a_missing_tool_skips_naming_its_package_or_fails_under_ci(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sysdeps, "find", lambda _thing: None)
     monkeypatch.delenv("CI", raising=False)
-    with pytest.raises(pytest.skip.Exception, match="not installed"):
+    with pytest.raises(pytest.skip.Exception, match=r"chromium not installed \(apt-get install chromium\)"):
         chromium_or_skip()
     monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception, match="CI is set"):
+    with pytest.raises(pytest.fail.Exception, match="CI must run this test"):
         chromium_or_skip()
 
 
