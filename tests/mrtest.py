@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import sysdeps
 
 FORTUNES = Path("/usr/share/games/fortunes")

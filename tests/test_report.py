@@ -14,7 +14,6 @@ import os
 import random
 import re
 import select
-import shutil
 import subprocess
 import tempfile
 import time
