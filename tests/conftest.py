@@ -24,7 +24,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 def _skip_reason(report: pytest.TestReport) -> str:
     longrepr = report.longrepr
-    return str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+    why = str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+    return why.removeprefix("Skipped: ")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
