@@ -48,6 +48,12 @@ def setup(level: int, fmt: str) -> None:
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
+    # paramiko logs a connection's failure, traceback included, from its transport thread; with
+    # no handler Python's last-resort handler prints that to stderr beside mapred's own one-line
+    # error naming the host. Keep it out of the user's terminal (debug runs still see it).
+    paramiko_log = logging.getLogger("paramiko")
+    paramiko_log.handlers[:] = [handler] if level <= logging.DEBUG else [logging.NullHandler()]
+    paramiko_log.propagate = False
 
 
 def json_mode() -> bool:

@@ -352,3 +352,35 @@ def test_ssh_hosts_without_ssh_or_rsync_here_exit_2_naming_the_program(
         assert f"{hosts} names SSH hosts, but {' and '.join(absent)} " in line, line
         assert "not installed on this machine" in line and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.needs("ssh", "rsync")
+def test_a_host_that_hangs_up_is_one_line_without_paramikos_traceback(
+        tmp_path: Path, corpus: Path) -> None:
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+
+    def hang_up() -> None:  # accept and close at once: paramiko's "Error reading SSH banner"
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    hosts = tmp_path / "hosts.toml"
+    hosts.write_text(f'[[host]]\nname = "h1"\naddress = "127.0.0.1"\nport = {srv.getsockname()[1]}\n'
+                     f'known_hosts = "{tmp_path / "kh"}"\n')
+    try:
+        proc = run_mapred("run", "wordcount", corpus, "--hosts", hosts, "-o", tmp_path / "out",
+                          check=False, timeout=120)
+    finally:
+        srv.close()
+    err = proc.stderr.decode()
+    assert proc.returncode == 3, err
+    assert "host h1" in error_line(err) and "Traceback" not in err and "Exception" not in err, err
