@@ -392,3 +392,11 @@ def test_thread_safety_of_the_digest_memo(corpus: Path) -> None:
     for t in threads:
         t.join()
     assert all(r == results[0] for r in results)
+
+
+def test_the_docs_state_the_agents_silence_timeout() -> None:
+    seconds = f"{fetch.PING_TIMEOUT:g} s"
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    arch = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    assert f"goes silent for {seconds}" in readme
+    assert f"goes silent {seconds}" in arch
