@@ -133,6 +133,10 @@ class LocalWorker:
         self._deliver = Delivery(slot, on_message)
         self.attach = self._deliver.attach
         self._log_file = open(log, "wb")  # noqa: SIM115 - closed in _pump
+        # A private TMPDIR, removed when the worker ends: a worker killed (SIGKILL, on Ctrl-C or
+        # loss) mid warm-up or mid task cannot leave its temporary files in the user's /tmp.
+        self._tmp = tempfile.mkdtemp(prefix="mapred-worker-", dir=env.get("TMPDIR"))
+        env = {**env, "TMPDIR": self._tmp}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mapred.worker"],
             stdin=subprocess.PIPE,
@@ -153,6 +157,7 @@ class LocalWorker:
                 continue
             self._deliver(msg)
         self.proc.wait()
+        shutil.rmtree(self._tmp, ignore_errors=True)
         self._log_file.close()
         self._deliver(None)
 
@@ -172,6 +177,7 @@ class LocalWorker:
         except (ProcessLookupError, PermissionError):
             pass
         self.proc.wait()
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
     def stderr_tail(self, lines: int = 20) -> str:
         try:
