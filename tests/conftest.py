@@ -35,12 +35,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not gone and not reasons:
         return
     terminalreporter.section("what did not run")
+    wanted = [sysdeps.packages_named(r) for r in reasons]
     for pkg, things in gone.items():
-        n = sum(1 for r in reasons if "apt-get install" in r and pkg in r.split("apt-get install")[1])
+        n = sum(1 for pkgs in wanted if pkg in pkgs)
         terminalreporter.write_line(
             f"{pkg} not installed ({', '.join(things)}): {n} test(s) skipped; "
             f"as root: apt-get install {pkg}, or run scripts/system-deps.sh")
-    other = [r for r in reasons if "apt-get install" not in r]
+    other = [r for r, pkgs in zip(reasons, wanted, strict=True) if not pkgs]
     for why in sorted(set(other)):
         terminalreporter.write_line(f"skipped {other.count(why)}: {why}")
 

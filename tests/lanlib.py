@@ -92,10 +92,6 @@ class LanUnsupported(LanError):
 # --------------------------------------------------------------------------- small helpers
 
 
-def _which(tool: str) -> str | None:
-    return shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
-
-
 def _run(
     args: Sequence[Any], *, check: bool = True, timeout: float = 30, **kw: Any
 ) -> subprocess.CompletedProcess:

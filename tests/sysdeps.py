@@ -47,9 +47,19 @@ def missing(*things: str) -> list[str]:
     return [t for t in things if find(t) is None]
 
 
+INSTALL = "apt-get install "
+
+
 def reason(things: list[str]) -> str:
+    """The skip reason: the missing things, then the packages; :func:`packages_named` reads it."""
     pkgs = sorted({package_of(t) for t in things})
-    return f"{', '.join(things)} not installed (apt-get install {' '.join(pkgs)})"
+    return f"{', '.join(things)} not installed ({INSTALL}{' '.join(pkgs)})"
+
+
+def packages_named(why: str) -> set[str]:
+    """The packages a skip reason made by :func:`reason` asks for (empty for any other reason)."""
+    _, found, tail = why.partition(INSTALL)
+    return set(tail.rstrip(")").split()) if found else set()
 
 
 def need(*things: str) -> str:
