@@ -110,7 +110,7 @@ def check_host(host: Any, *, accept_new: bool = False, timeout: float = CHECK_TI
     """Connect, verify the host key, probe versions; never raises (problems go in the report)."""
     from mapred.errors import MapredError
     from mapred.hosts import resolve_ssh
-    from mapred.remote import connect, fingerprint
+    from mapred.sshconnect import connect, fingerprint
 
     t0 = time.monotonic()
     report = HostReport(host.name, host.address)
@@ -136,7 +136,7 @@ def check_host(host: Any, *, accept_new: bool = False, timeout: float = CHECK_TI
 
 def _probe(conn: Any, host: Any, timeout: float, python: str | None = None,
            modules: tuple[str, ...] = RUNTIME_DEPS) -> dict[str, Any]:
-    from mapred.remote import RemoteError, exec_command
+    from mapred.sshconnect import RemoteError, exec_command
 
     py = python or host.python
     command = " ".join(shlex.quote(w) for w in [py, "-c", PROBE, host.workdir, *modules])
@@ -283,7 +283,7 @@ def setup_host(host: Any, wheels: Path, *, base_python: str | None, accept_new: 
                ssh_config: Path | None = None) -> str:
     """Install mapred and its runtime deps into WORKDIR/venv on host; the venv's python."""
     from mapred.hosts import resolve_ssh, rsync_remote, rsync_rsh
-    from mapred.remote import RemoteError, connect, exec_command
+    from mapred.sshconnect import RemoteError, connect, exec_command
 
     target = resolve_ssh(host, ssh_config)
     conn = connect(target, host.name, accept_new=accept_new)

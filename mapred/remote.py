@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import atexit
 import base64
-import fcntl
 import hashlib
 import json
 import logging
@@ -55,10 +54,11 @@ from typing import Any
 
 from mapred import __version__, paths
 from mapred.errors import ConfigError, JobError, NoHostsError
-from mapred.fetch import HASH_CHUNK
-from mapred.hosts import Host, SSHTarget, resolve_ssh, rsync_remote, ssh_command_args
+from mapred.hosts import Host, resolve_ssh, rsync_remote, ssh_command_args
 from mapred.shards import Shard
 from mapred.sshconfig import CONNECT_TIMEOUT, SERVER_ALIVE_COUNT_MAX, SERVER_ALIVE_INTERVAL
+from mapred.sshconnect import REQUEST_TIMEOUT, HostUnusable, RemoteError, _reason, connect
+from mapred.staging import check_unchanged, shard_digest, shard_pieces, stage_shard
 from mapred.transport import Delivery, OnMessage
 
 log = logging.getLogger("mapred")
@@ -67,7 +67,6 @@ log = logging.getLogger("mapred")
 
 PRESPAWN = True  # start a worker (and its numba import) as soon as the host is connected
 AGENT_START_TIMEOUT = 30.0  # seconds for the agent to report (python start, mkdir, daemon)
-REQUEST_TIMEOUT = 30.0  # an agent request that waits for its reply
 # A host whose agent (heartbeat every second) is silent this long is lost: a cut link is noticed
 # within DEAD_AFTER + WATCH_SECONDS, inside OpenSSH's own ServerAlive limit (15 s) used by rsync.
 DEAD_AFTER = float(min(10, SERVER_ALIVE_INTERVAL * SERVER_ALIVE_COUNT_MAX))
@@ -77,268 +76,6 @@ STOP_TIMEOUT = 10.0  # waiting for the agent's cleanup at the end of a run
 RSYNC_TIMEOUT = 60  # rsync --timeout: seconds without I/O
 TRANSFER_THREADS = 2  # concurrent shard transfers per host
 STDERR_TAIL = 64 * 1024
-
-
-class HostKeyError(ConfigError):
-    """A host key is unknown or changed: refused before anything is sent (exit 2)."""
-
-
-class HostUnusable(NoHostsError):
-    """A host cannot be used: unreachable, wrong versions, agent failed (exit 3 if none is left)."""
-
-
-class RemoteError(JobError):
-    """A remote operation failed: names the host, the command, its exit code and stderr tail."""
-
-    def __init__(self, host: str, command: str, exit_code: int | None, stderr: str = "",
-                 why: str = "") -> None:
-        tail = "\n".join(stderr.strip().splitlines()[-5:])
-        status = f"exited {exit_code}" if exit_code is not None else (why or "failed")
-        message = f"host {host}: {command} {status}"
-        if tail:
-            message += ": " + " | ".join(tail.splitlines())
-        super().__init__(message, detail=None)
-        self.host, self.command, self.stderr = host, command, stderr
-        self.status = exit_code
-
-
-# --- connecting: fabric from the SSHTarget only, known_hosts enforced -------------------------
-
-
-def fingerprint(key: Any) -> str:
-    """OpenSSH's form: ``SHA256:<base64, no padding>`` of the public key blob."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-_KNOWN_HOSTS_LOCK = threading.Lock()
-
-
-class KnownHostsPolicy:
-    """Unknown key: refuse with its fingerprint, or (accept-new) remember it in known_hosts."""
-
-    def __init__(self, target: SSHTarget, label: str, accept_new: bool) -> None:
-        self.target, self.label, self.accept_new = target, label, accept_new
-
-    def load(self, client: Any) -> None:
-        keys = client.get_host_keys()
-        for f in self.target.known_hosts_files:
-            if os.path.isfile(f):
-                try:
-                    keys.load(f)
-                except OSError as e:
-                    raise ConfigError(f"host {self.label}: cannot read {f}: {e.strerror}") from e
-
-    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
-        what = f"{key.get_name()} key {fingerprint(key)}"
-        files = self.target.known_hosts_files
-        if not (self.accept_new and files):
-            where = ", ".join(files) or "no known_hosts file configured"
-            raise HostKeyError(
-                f"host {self.label}: unknown host key for {hostname}: {what} is not in "
-                f"known_hosts ({where}); refusing to connect. Check that fingerprint on the host "
-                "(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) and add the key, or run "
-                "again with --accept-new-host-keys")
-        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
-        with _KNOWN_HOSTS_LOCK:
-            Path(files[0]).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(files[0], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            with os.fdopen(fd, "a") as f:
-                fcntl.flock(f, fcntl.LOCK_EX)
-                f.write(line)
-        client.get_host_keys().add(hostname, key.get_name(), key)
-        log.warning("host %s: accepted new host key %s for %s (added to %s)", self.label, what,
-                    hostname, files[0])
-
-
-def build_connection(target: SSHTarget, label: str, *, accept_new: bool = False,
-                     timeout: float = CONNECT_TIMEOUT) -> Any:
-    """An unopened fabric Connection to ``target``: no ssh config read, keys from the target."""
-    import paramiko
-    from fabric import Config, Connection
-
-    gateway = None
-    if target.proxy_jump is not None:
-        jump = target.proxy_jump
-        gateway = build_connection(jump, f"{label} (via jump host {jump.hostname})",
-                                   accept_new=accept_new, timeout=timeout)
-    ids = list(target.identity_files)
-    kwargs: dict[str, Any] = {"look_for_keys": not ids, "allow_agent": not ids,
-                              "banner_timeout": timeout, "auth_timeout": timeout,
-                              "channel_timeout": timeout}
-    if ids:
-        kwargs["key_filename"] = ids
-    config = Config(ssh_config=paramiko.SSHConfig(), lazy=True,
-                    overrides={"load_ssh_configs": False})
-    conn = Connection(target.hostname, user=target.user, port=target.port, config=config,
-                      gateway=gateway, forward_agent=False, connect_timeout=int(timeout),
-                      connect_kwargs=kwargs)
-    policy = KnownHostsPolicy(target, label, accept_new)
-    policy.load(conn.client)
-    conn.client.set_missing_host_key_policy(policy)  # fabric set AutoAddPolicy: never that
-    return conn
-
-
-def connect(target: SSHTarget, label: str, *, accept_new: bool = False,
-            timeout: float = CONNECT_TIMEOUT) -> Any:
-    """An open, host-key-verified fabric Connection; errors name the host and the cause."""
-    import paramiko
-
-    conn = build_connection(target, label, accept_new=accept_new, timeout=timeout)
-    where = f"host {label} ({target.user}@{target.hostname}:{target.port})"
-    try:
-        conn.open()
-    except HostKeyError:
-        conn.close()
-        raise
-    except paramiko.BadHostKeyException as e:
-        conn.close()
-        raise HostKeyError(
-            f"{where}: host key CHANGED: it presents {e.key.get_name()} key "
-            f"{fingerprint(e.key)}, known_hosts has {fingerprint(e.expected_key)}; refusing to "
-            "connect (someone may be intercepting the connection; if the host was reinstalled, "
-            f"remove the old key with ssh-keygen -R {target.hostname})") from None
-    except paramiko.AuthenticationException as e:
-        conn.close()
-        keys = ", ".join(target.identity_files) or "agent and default keys"
-        raise ConfigError(f"{where}: authentication failed ({e}); keys tried: {keys}") from None
-    except TimeoutError:
-        conn.close()
-        raise HostUnusable(f"{where}: cannot connect: timed out after {timeout:g}s") from None
-    except (OSError, paramiko.SSHException, EOFError) as e:
-        conn.close()
-        raise HostUnusable(f"{where}: cannot connect: {_reason(e)}") from None
-    conn.transport.set_keepalive(SERVER_ALIVE_INTERVAL)
-    return conn
-
-
-def _reason(e: BaseException) -> str:
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror
-    return str(e) or type(e).__name__
-
-
-def exec_command(conn: Any, label: str, command: str, *, stdin: bytes = b"",
-                 timeout: float = REQUEST_TIMEOUT, check: bool = True) -> tuple[int, bytes, bytes]:
-    """Run ``command`` (already quoted) on a channel of ``conn``: (exit code, stdout, stderr)."""
-    chan = conn.transport.open_session(timeout=timeout)
-    try:
-        chan.settimeout(timeout)
-        chan.exec_command(command)
-        if stdin:
-            chan.sendall(stdin)
-        chan.shutdown_write()
-        out, err = bytearray(), bytearray()
-        while True:
-            chunk = chan.recv(1 << 16)
-            if not chunk:
-                break
-            out += chunk
-        while True:
-            chunk = chan.recv_stderr(1 << 16)
-            if not chunk:
-                break
-            err += chunk
-        code = chan.recv_exit_status()
-    except TimeoutError:
-        raise RemoteError(label, _short(command), None,
-                          why=f"timed out after {timeout:g}s") from None
-    finally:
-        chan.close()
-    if check and code != 0:
-        raise RemoteError(label, _short(command), code, err.decode("utf-8", "replace"))
-    return code, bytes(out), bytes(err)
-
-
-def _short(command: str, limit: int = 120) -> str:
-    return command if len(command) <= limit else command[: limit - 3] + "..."
-
-
-# --- shards: content hash and local staging --------------------------------------------------
-
-_DIGESTS: dict[tuple[Any, ...], str] = {}
-_DIGESTS_LOCK = threading.Lock()
-
-
-def _shard_key(shard: Shard) -> tuple[Any, ...]:
-    return tuple((str(p.file.path), p.file.size, p.file.mtime_ns, p.start, p.end)
-                 for p in shard.pieces)
-
-
-def shard_digest(shard: Shard) -> str:
-    """sha256 of the shard's bytes (its pieces concatenated); memoised per process."""
-    key = _shard_key(shard)
-    with _DIGESTS_LOCK:
-        if key in _DIGESTS:
-            return _DIGESTS[key]
-    h = hashlib.sha256()
-    buf = bytearray(HASH_CHUNK)
-    view = memoryview(buf)
-    for p in shard.pieces:
-        with open(p.file.path, "rb") as f:
-            f.seek(p.start)
-            left = p.size
-            while left > 0:
-                n = f.readinto(view[: min(left, HASH_CHUNK)])
-                if not n:
-                    raise JobError(f"input file shrank during the run: {p.file.rel}")
-                h.update(view[:n])
-                left -= n
-    digest = h.hexdigest()
-    with _DIGESTS_LOCK:
-        _DIGESTS[key] = digest
-    return digest
-
-
-def check_unchanged(shard: Shard) -> None:
-    """Raise if an input file changed since it was planned (its cached copy would lie)."""
-    for p in shard.pieces:
-        try:
-            st = os.stat(p.file.path)
-        except OSError as e:
-            raise JobError(f"input file vanished during the run: {p.file.rel}") from e
-        if st.st_size != p.file.size or st.st_mtime_ns != p.file.mtime_ns:
-            raise JobError(f"input file changed during the run: {p.file.rel}")
-
-
-def stage_shard(shard: Shard, directory: Path, digest: str) -> tuple[str, bool]:
-    """A local file holding exactly the shard's bytes: (path, whether it is a temporary copy)."""
-    if len(shard.pieces) == 1:
-        p = shard.pieces[0]
-        if p.start == 0 and p.end == p.file.size:
-            return os.path.abspath(p.file.path), False
-    path = directory / f".{digest}.{secrets.token_hex(4)}"
-    with open(path, "wb") as out:
-        for p in shard.pieces:
-            with open(p.file.path, "rb") as src:
-                _copy_range(src.fileno(), out.fileno(), p.start, p.size)
-    return str(path), True
-
-
-def _copy_range(src: int, dst: int, offset: int, count: int) -> None:
-    while count > 0:
-        try:
-            n = os.copy_file_range(src, dst, count, offset)
-        except OSError:  # another filesystem type or an old kernel: plain copy
-            n = 0
-        if n == 0:
-            os.lseek(src, offset, os.SEEK_SET)
-            data = os.read(src, min(count, HASH_CHUNK))
-            if not data:
-                raise JobError("input file shrank during the run")
-            n = os.write(dst, data)
-        offset += n
-        count -= n
-
-
-def shard_pieces(shard: Shard, remote_file: str) -> list[dict[str, Any]]:
-    """The map request's pieces for a shard sent as one file: ranges of that file."""
-    out, offset = [], 0
-    for p in shard.pieces:
-        out.append({"path": remote_file, "rel": p.file.rel, "start": offset,
-                    "end": offset + p.size, "gzip": p.file.gzip, "offset": p.start})
-        offset += p.size
-    return out
 
 
 # --- the agent channel ------------------------------------------------------------------------

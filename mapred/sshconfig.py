@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mapred.errors import ConfigError, UsageError
+from mapred.knownhosts import accept_new_refusal
 
 # --- every SSH default, in one place ---------------------------------------------------------
 
@@ -258,8 +259,8 @@ def ssh_command_args(target: SSHTarget, *, accept_new_host_keys: bool = False) -
     never trusts an unknown host key unless ``accept_new_host_keys``, never forwards the agent.
     """
     known = " ".join(_ssh_config_word(f) for f in target.known_hosts_files) or os.devnull
-    # accept-new without a known_hosts file to remember keys in would accept any key, every time.
-    accept_new = accept_new_host_keys and bool(target.known_hosts_files)
+    # accept-new without a real file to remember keys in would accept any key, every time.
+    accept_new = accept_new_host_keys and accept_new_refusal(target.known_hosts_files) is None
     args = [
         "-F", os.devnull,  # the ssh config was applied by the resolver already
         "-o", "BatchMode=yes",

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mapred import hosts as H
-from mapred import sshconfig
+from mapred import knownhosts, sshconfig
 from mapred.errors import ConfigError
 from mapred.hosts import (
     Cluster,
@@ -906,3 +906,26 @@ def _check_proxy_command(tmp_path: Path, target: SSHTarget, home: Path) -> None:
     expected = [*ssh_command_args(jump), "-W", f"[{target.hostname}]:{target.port}", jump.hostname]
     assert recorded(record) == expected
     assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("kind", ["devnull", "fifo", "directory", "no-parent"])
+def test_accept_new_is_refused_when_known_hosts_cannot_keep_a_key(tmp_path: Path,
+                                                                   kind: str) -> None:
+    path = {"devnull": Path(os.devnull), "fifo": tmp_path / "fifo", "directory": tmp_path,
+            "no-parent": tmp_path / "file" / "known_hosts"}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    if kind == "no-parent":
+        (tmp_path / "file").write_text("")
+    target = SSHTarget(hostname="h", user="u", known_hosts_files=(str(path),))
+    assert knownhosts.accept_new_refusal(target.known_hosts_files) is not None
+    opts = option_values(ssh_command_args(target, accept_new_host_keys=True))
+    assert opts["StrictHostKeyChecking"] == ["yes"]
+
+
+def test_accept_new_is_allowed_into_a_regular_or_creatable_file(tmp_path: Path) -> None:
+    for path in (tmp_path / "known_hosts", tmp_path / "new" / "dir" / "known_hosts"):
+        target = SSHTarget(hostname="h", user="u", known_hosts_files=(str(path),))
+        assert knownhosts.accept_new_refusal(target.known_hosts_files) is None
+        opts = option_values(ssh_command_args(target, accept_new_host_keys=True))
+        assert opts["StrictHostKeyChecking"] == ["accept-new"]

@@ -24,20 +24,11 @@ import sysdeps
 from mapred import fetch
 from mapred.cli_hosts import HostReport, build_wheel, check_exit_code, platform_args
 from mapred.errors import ConfigError, JobError
-from mapred.remote import (
-    HostKeyError,
-    KnownHostsPolicy,
-    RemoteError,
-    ShuffleGroup,
-    SSHTransport,
-    check_unchanged,
-    fingerprint,
-    shard_digest,
-    shard_pieces,
-    stage_shard,
-)
+from mapred.remote import ShuffleGroup, SSHTransport
 from mapred.shards import list_inputs, plan
 from mapred.sshconfig import SSHTarget
+from mapred.sshconnect import HostKeyError, KnownHostsPolicy, RemoteError, fingerprint
+from mapred.staging import check_unchanged, shard_digest, shard_pieces, stage_shard
 
 # --------------------------------------------------------------------------- host keys
 
@@ -400,3 +391,65 @@ def test_the_docs_state_the_agents_silence_timeout() -> None:
     arch = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
     assert f"goes silent for {seconds}" in readme
     assert f"goes silent {seconds}" in arch
+
+
+def test_accept_new_into_dev_null_is_refused_naming_why(host_key: tuple[Any, Path]) -> None:
+    key, _ = host_key
+    target = SSHTarget("198.18.0.99", "root", known_hosts_files=(os.devnull,))
+    with pytest.raises(HostKeyError) as e:
+        KnownHostsPolicy(target, "h9", True).missing_host_key(_Client(), "198.18.0.99", key)
+    assert "--accept-new-host-keys refused" in str(e.value)
+    assert f"{os.devnull} is not a regular file" in str(e.value)
+
+
+def _known_line(key: Any, names: str = "198.18.0.99", marker: str = "") -> str:
+    return f"{marker} {names} {key.get_name()} {key.get_base64()}".strip() + "\n"
+
+
+def test_marker_lines_are_honoured_not_fatal(host_key: tuple[Any, Path], tmp_path: Path) -> None:
+    key, _ = host_key
+    known = tmp_path / "known_hosts"
+    known.write_text("# comment\n\n" + _known_line(key, "*.lan", "@cert-authority")
+                     + _known_line(key, "198.18.0.98,other") + "|1|abc=|def= ssh-foo AAAA\n")
+    target = SSHTarget("198.18.0.99", "root", known_hosts_files=(str(known),))
+    policy = KnownHostsPolicy(target, "h9", False)
+    client = _Client()
+    policy.load(client)
+    assert client.keys.lookup("198.18.0.98") is not None and client.keys.lookup("other")
+    with pytest.raises(HostKeyError) as e:  # trusted only through a CA: refused, saying why
+        policy.missing_host_key(client, "198.18.0.99", key)
+    assert f"{known} line 3 trusts host certificates" in str(e.value), e.value
+
+
+def test_a_revoked_key_is_refused_even_where_listed_and_with_accept_new(
+        host_key: tuple[Any, Path], tmp_path: Path) -> None:
+    key, _ = host_key
+    known = tmp_path / "known_hosts"
+    known.write_text(_known_line(key) + _known_line(key, "*", "@revoked"))
+    target = SSHTarget("198.18.0.99", "root", known_hosts_files=(str(known),))
+    policy = KnownHostsPolicy(target, "h9", True)
+    client = _Client()
+    policy.load(client)
+    assert client.keys.lookup("198.18.0.99") is None  # not trusted although listed
+    with pytest.raises(HostKeyError) as e:
+        policy.missing_host_key(client, "198.18.0.99", key)
+    assert f"REVOKED ({known} line 2)" in str(e.value)
+    assert known.read_text().count("\n") == 2  # nothing recorded
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("@bogus * ssh-ed25519 AAAA", "unknown marker '@bogus'"),
+    ("198.18.0.99 ssh-ed25519", "expected 'hosts key-type base64-key'"),
+    ("198.18.0.99 ssh-ed25519 not*base64", "not valid base64"),
+    ("@revoked * ssh-ed25519 !!!!", "not valid base64"),
+    ("198.18.0.99 ssh-ed25519 AAAAB3NzaC1yc2E=", "invalid ssh-ed25519 key"),
+])
+def test_a_malformed_known_hosts_line_is_exit_2_naming_file_and_line(
+        tmp_path: Path, line: str, problem: str) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text("# first\n" + line + "\n")
+    target = SSHTarget("198.18.0.99", "root", known_hosts_files=(str(known),))
+    with pytest.raises(ConfigError) as e:
+        KnownHostsPolicy(target, "h9", False)
+    assert str(e.value).startswith(f"{known} line 2: ") and problem in str(e.value), e.value
+    assert e.value.exit_code == 2

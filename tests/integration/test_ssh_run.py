@@ -205,6 +205,35 @@ def test_accept_new_host_keys_records_the_key(lan: Lan, lan_mapred: str, tmp_pat
     assert mapred("hosts", "check", "--hosts", hosts, env=env).returncode == 0
 
 
+def test_accept_new_into_dev_null_is_refused(lan: Lan, lan_mapred: str, tmp_path: Path,
+                                             env: dict[str, str]) -> None:
+    hosts = lan.write_hosts_toml(tmp_path / "hosts.toml", known_hosts=os.devnull)
+    for cmd, code in ((["run", "wordcount", ROOT / "README.md", "-o", tmp_path / "out"], 2),
+                      (["hosts", "check"], 3)):  # check: every host refused
+        proc = mapred(*cmd, "--hosts", hosts, "--accept-new-host-keys", env=env, check=False)
+        err = (proc.stderr + proc.stdout).decode()
+        assert proc.returncode == code, err
+        assert f"--accept-new-host-keys refused, known_hosts {os.devnull} is not a regular " \
+            "file" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_marker_lines_in_known_hosts_are_honoured(lan: Lan, lan_mapred: str, tmp_path: Path,
+                                                  env: dict[str, str]) -> None:
+    h1, h2 = lan["h1"], lan["h2"]
+    lines = lan.known_hosts.read_text().splitlines()
+    h2_key = next(ln for ln in lines if ln.startswith(h2.address + " ")).split(None, 1)[1]
+    known = tmp_path / "known_hosts"
+    known.write_text(f"@cert-authority *.lan {h2_key}\n" + "\n".join(lines) + "\n"
+                     f"@revoked * {h2_key}\n")
+    hosts = lan.write_hosts_toml(tmp_path / "hosts.toml", known_hosts=str(known))
+    proc = mapred("hosts", "check", "--hosts", hosts, env=env, check=False)
+    out = proc.stdout.decode()
+    assert proc.returncode == 1, out  # h2 refused, the others usable
+    assert "REVOKED" in out and f"{known} line {len(lines) + 2}" in out, out
+    assert out.count("REVOKED") == 1 and h1.name in out, out
+
+
 # --------------------------------------------------------------------------- cleanup
 
 

@@ -1,0 +1,214 @@
+"""Connecting to a host with paramiko/fabric: built from the resolved SSHTarget only, host keys checked.
+
+:func:`connect` opens a fabric ``Connection`` that never reads an ssh config (the
+:class:`~mapred.sshconfig.SSHTarget` is the whole truth), trusts only keys in the target's known_hosts
+files (:mod:`mapred.knownhosts` reads and writes them), and turns every failure into one of mapred's
+errors naming the host: a refused or changed key and failed authentication are fatal (exit 2), an
+unreachable host is :class:`HostUnusable`. :func:`exec_command` runs one command on a channel.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from mapred import knownhosts
+from mapred.errors import ConfigError, JobError, NoHostsError
+from mapred.sshconfig import CONNECT_TIMEOUT, SERVER_ALIVE_INTERVAL, SSHTarget
+
+log = logging.getLogger("mapred")
+
+REQUEST_TIMEOUT = 30.0  # seconds: a command or agent request that waits for its reply
+
+
+class HostKeyError(ConfigError):
+    """A host key is unknown or changed: refused before anything is sent (exit 2)."""
+
+
+class HostUnusable(NoHostsError):
+    """A host cannot be used: unreachable, wrong versions, agent failed (exit 3 if none is left)."""
+
+
+class RemoteError(JobError):
+    """A remote operation failed: names the host, the command, its exit code and stderr tail."""
+
+    def __init__(self, host: str, command: str, exit_code: int | None, stderr: str = "",
+                 why: str = "") -> None:
+        tail = "\n".join(stderr.strip().splitlines()[-5:])
+        status = f"exited {exit_code}" if exit_code is not None else (why or "failed")
+        message = f"host {host}: {command} {status}"
+        if tail:
+            message += ": " + " | ".join(tail.splitlines())
+        super().__init__(message, detail=None)
+        self.host, self.command, self.stderr = host, command, stderr
+        self.status = exit_code
+
+
+# --- connecting: fabric from the SSHTarget only, known_hosts enforced -------------------------
+
+
+def fingerprint(key: Any) -> str:
+    """OpenSSH's form: ``SHA256:<base64, no padding>`` of the public key blob."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+_KNOWN_HOSTS_LOCK = threading.Lock()
+
+
+class KnownHostsPolicy:
+    """Unknown key: refuse with its fingerprint, or (accept-new) remember it in known_hosts.
+
+    A revoked key is refused always; accept-new is refused when the known_hosts file could not
+    keep the key (:func:`~mapred.knownhosts.accept_new_refusal`).
+    """
+
+    def __init__(self, target: SSHTarget, label: str, accept_new: bool) -> None:
+        self.target, self.label, self.accept_new = target, label, accept_new
+        self.known = knownhosts.read(target.known_hosts_files)
+
+    def load(self, client: Any) -> None:
+        keys = client.get_host_keys()
+        for hostname, entry in self.known.keys.items():
+            for key_type, key in entry.items():
+                keys.add(hostname, key_type, key)
+
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        what = f"{key.get_name()} key {fingerprint(key)}"
+        revoked = self.known.revocation(key)
+        if revoked is not None:
+            raise HostKeyError(f"host {self.label}: the host key of {hostname} ({what}) is "
+                               f"REVOKED ({revoked}); refusing to connect")
+        files = self.target.known_hosts_files
+        refusal = knownhosts.accept_new_refusal(files) if self.accept_new else None
+        if not self.accept_new or refusal is not None:
+            where = ", ".join(files) or "no known_hosts file configured"
+            cas = ""
+            if self.known.authorities:
+                cas = (f" ({self.known.authorities[0]} trusts host certificates, which mapred "
+                       "does not verify: add the host's own key)")
+            fix = ("and add the key, or run again with --accept-new-host-keys" if refusal is None
+                   else f"and add the key: --accept-new-host-keys refused, {refusal}")
+            raise HostKeyError(
+                f"host {self.label}: unknown host key for {hostname}: {what} is not in "
+                f"known_hosts ({where}){cas}; refusing to connect. Check that fingerprint on the "
+                f"host (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) {fix}")
+        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
+        with _KNOWN_HOSTS_LOCK:
+            Path(files[0]).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(files[0], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                f.write(line)
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        log.warning("host %s: accepted new host key %s for %s (added to %s)", self.label, what,
+                    hostname, files[0])
+
+
+def build_connection(target: SSHTarget, label: str, *, accept_new: bool = False,
+                     timeout: float = CONNECT_TIMEOUT) -> Any:
+    """An unopened fabric Connection to ``target``: no ssh config read, keys from the target."""
+    import paramiko
+    from fabric import Config, Connection
+
+    gateway = None
+    if target.proxy_jump is not None:
+        jump = target.proxy_jump
+        gateway = build_connection(jump, f"{label} (via jump host {jump.hostname})",
+                                   accept_new=accept_new, timeout=timeout)
+    ids = list(target.identity_files)
+    kwargs: dict[str, Any] = {"look_for_keys": not ids, "allow_agent": not ids,
+                              "banner_timeout": timeout, "auth_timeout": timeout,
+                              "channel_timeout": timeout}
+    if ids:
+        kwargs["key_filename"] = ids
+    config = Config(ssh_config=paramiko.SSHConfig(), lazy=True,
+                    overrides={"load_ssh_configs": False})
+    conn = Connection(target.hostname, user=target.user, port=target.port, config=config,
+                      gateway=gateway, forward_agent=False, connect_timeout=int(timeout),
+                      connect_kwargs=kwargs)
+    policy = KnownHostsPolicy(target, label, accept_new)
+    policy.load(conn.client)
+    conn.client.set_missing_host_key_policy(policy)  # fabric set AutoAddPolicy: never that
+    return conn
+
+
+def connect(target: SSHTarget, label: str, *, accept_new: bool = False,
+            timeout: float = CONNECT_TIMEOUT) -> Any:
+    """An open, host-key-verified fabric Connection; errors name the host and the cause."""
+    import paramiko
+
+    conn = build_connection(target, label, accept_new=accept_new, timeout=timeout)
+    where = f"host {label} ({target.user}@{target.hostname}:{target.port})"
+    try:
+        conn.open()
+    except HostKeyError:
+        conn.close()
+        raise
+    except paramiko.BadHostKeyException as e:
+        conn.close()
+        raise HostKeyError(
+            f"{where}: host key CHANGED: it presents {e.key.get_name()} key "
+            f"{fingerprint(e.key)}, known_hosts has {fingerprint(e.expected_key)}; refusing to "
+            "connect (someone may be intercepting the connection; if the host was reinstalled, "
+            f"remove the old key with ssh-keygen -R {target.hostname})") from None
+    except paramiko.AuthenticationException as e:
+        conn.close()
+        keys = ", ".join(target.identity_files) or "agent and default keys"
+        raise ConfigError(f"{where}: authentication failed ({e}); keys tried: {keys}") from None
+    except TimeoutError:
+        conn.close()
+        raise HostUnusable(f"{where}: cannot connect: timed out after {timeout:g}s") from None
+    except (OSError, paramiko.SSHException, EOFError) as e:
+        conn.close()
+        raise HostUnusable(f"{where}: cannot connect: {_reason(e)}") from None
+    conn.transport.set_keepalive(SERVER_ALIVE_INTERVAL)
+    return conn
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e) or type(e).__name__
+
+
+def exec_command(conn: Any, label: str, command: str, *, stdin: bytes = b"",
+                 timeout: float = REQUEST_TIMEOUT, check: bool = True) -> tuple[int, bytes, bytes]:
+    """Run ``command`` (already quoted) on a channel of ``conn``: (exit code, stdout, stderr)."""
+    chan = conn.transport.open_session(timeout=timeout)
+    try:
+        chan.settimeout(timeout)
+        chan.exec_command(command)
+        if stdin:
+            chan.sendall(stdin)
+        chan.shutdown_write()
+        out, err = bytearray(), bytearray()
+        while True:
+            chunk = chan.recv(1 << 16)
+            if not chunk:
+                break
+            out += chunk
+        while True:
+            chunk = chan.recv_stderr(1 << 16)
+            if not chunk:
+                break
+            err += chunk
+        code = chan.recv_exit_status()
+    except TimeoutError:
+        raise RemoteError(label, _short(command), None,
+                          why=f"timed out after {timeout:g}s") from None
+    finally:
+        chan.close()
+    if check and code != 0:
+        raise RemoteError(label, _short(command), code, err.decode("utf-8", "replace"))
+    return code, bytes(out), bytes(err)
+
+
+def _short(command: str, limit: int = 120) -> str:
+    return command if len(command) <= limit else command[: limit - 3] + "..."
