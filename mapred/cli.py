@@ -156,6 +156,7 @@ def _run(job: str, corpus: Path, output: Path, hosts: Path | None, reducers: int
         speculation=speculation,
         resume=resume_run,
         argv=tuple(sys.argv),
+        hosts_file=_hosts_file(hosts),
     )
     runner = _runner(cfg, hosts, no_bar, accept_new_host_keys)
     try:
@@ -218,12 +219,17 @@ def _runner(cfg: Any, hosts_file: Path | None, no_bar: bool, accept_new: bool) -
     return Runner(cfg, transports, make_progress(no_bar))
 
 
+def _hosts_file(given: Path | None) -> Path | None:
+    """``--hosts``, else ``./hosts.toml`` if there is one, else None (this machine alone)."""
+    if given is None and Path("hosts.toml").is_file():
+        return Path("hosts.toml")
+    return given
+
+
 def _transports(hosts_file: Path | None, cfg: Any, accept_new: bool = False) -> list[Any]:
     from mapred.transport import LocalTransport
 
-    if hosts_file is None and Path("hosts.toml").is_file():
-        hosts_file = Path("hosts.toml")
-    cluster = _load_cluster(hosts_file)
+    cluster = _load_cluster(_hosts_file(hosts_file))
     remote = [h for h in cluster.hosts if not h.local]
     if remote:
         if len(remote) != len(cluster.hosts):

@@ -4,6 +4,13 @@ Reducers write into a hidden staging directory beside ``OUT`` (same filesystem).
 ``_SUCCESS`` into it and renames it to ``OUT``; with ``--overwrite`` an existing ``OUT`` is swapped
 out in one ``renameat2(RENAME_EXCHANGE)`` where the kernel offers it, then removed. A failed or
 interrupted run removes its staging directory: ``OUT`` is either absent, the old one, or complete.
+Without ``renameat2`` the old ``OUT`` is renamed to ``.OUT.mapred-old-RUNID`` first: a crash
+between the two renames leaves ``OUT`` absent and the old output there.
+
+``--overwrite`` replaces only what mapred wrote: an empty directory, or one holding ``_SUCCESS``
+and nothing but part files. The commit renames only a staging directory holding exactly the part
+files and ``_SUCCESS``. An output that contains something mapred needs or the user lives in (the
+state directory, the job, the hosts file, the working directory, ``$HOME``) is refused, always.
 """
 
 from __future__ import annotations
@@ -13,27 +20,63 @@ import ctypes.util
 import errno
 import fcntl
 import os
+import re
 import shutil
+import stat
+from collections.abc import Mapping
 from pathlib import Path
 
 from mapred import paths
-from mapred.errors import LockedError, UsageError
+from mapred.errors import JobError, LockedError, UsageError
 
 SUCCESS = "_SUCCESS"
 _RENAME_EXCHANGE = 2
 
 
-def check_output(output: Path, corpus: Path, overwrite: bool) -> None:
-    """Refuse an output that exists (unless overwrite), is not a directory, or overlaps the corpus."""
+_OURS = re.compile(r"part-\d{5,}|\.part-\d{5,}\..+\.tmp")  # what a committed OUT may hold
+
+
+def guarded_paths(state: Path, job: Path, hosts_file: Path | None) -> dict[str, Path]:
+    """What an output must never contain: -o there with --overwrite would delete it."""
+    guarded = {"the state directory": state, "the job": job, "the working directory": Path.cwd(),
+               "$HOME": Path.home()}
+    if hosts_file is not None:
+        guarded["the hosts file"] = hosts_file
+    return guarded
+
+
+def not_ours(output: Path) -> str | None:
+    """Why the existing directory ``output`` is not a mapred output (None: it is one, or empty)."""
+    names = sorted(os.listdir(output))
+    if not names:
+        return None
+    if SUCCESS not in names:
+        return f"it holds no {SUCCESS}"
+    for name in names:
+        if name != SUCCESS and not _OURS.fullmatch(name):
+            return f"it holds {name!r}, which mapred did not write"
+        if not stat.S_ISREG(os.lstat(output / name).st_mode):
+            return f"{name!r} in it is not a regular file"
+    return None
+
+
+def check_output(output: Path, corpus: Path, overwrite: bool,
+                 guarded: Mapping[str, Path] | None = None) -> None:
+    """Refuse an output that exists (unless overwrite, and then only mapred's own), is not a
+    directory, overlaps the corpus or contains a guarded path."""
     out = output.resolve()
     src = corpus.resolve()
     if out == src or out.is_relative_to(src) or src.is_relative_to(out):
         raise UsageError(f"output {output} and corpus {corpus} overlap; choose another output")
+    for what, path in (guarded or {}).items():
+        if path.resolve().is_relative_to(out):
+            raise UsageError(f"output {output} contains {what} ({path}); choose another output")
     if os.path.lexists(output):
         if not output.is_dir() or output.is_symlink():
             raise UsageError(f"output exists and is not a directory: {output}")
         if not overwrite:
             raise UsageError(f"output exists: {output} (use --overwrite to replace it)")
+        _check_replaceable(output)
     if not output.parent.is_dir():
         raise UsageError(f"output's parent directory does not exist: {output.parent}")
     if not os.access(output.parent, os.W_OK):
@@ -69,6 +112,23 @@ class OutputLock:
             self._fd = None
 
 
+def _check_replaceable(output: Path) -> None:
+    try:
+        why = not_ours(output)
+    except OSError as e:
+        why = f"it cannot be read: {e.strerror or e}"
+    if why is not None:
+        raise UsageError(f"--overwrite refused: {output} is not a mapred output ({why}); "
+                         "move it away yourself or choose another output")
+
+
+def _check_staging(staging: Path) -> None:
+    """The staging directory holds the part files and _SUCCESS, nothing else (else: no commit)."""
+    for name in os.listdir(staging):
+        if name != SUCCESS and not re.fullmatch(r"part-\d{5,}", name):
+            raise JobError(f"staging directory {staging} holds {name!r}: not committed")
+
+
 def make_staging(output: Path, run_id: str) -> Path:
     staging = paths.staging_dir(output, run_id)
     staging.mkdir(mode=0o755)
@@ -79,10 +139,15 @@ def commit(staging: Path, output: Path, run_id: str, overwrite: bool) -> None:
     """Write _SUCCESS and move the staging directory into place atomically."""
     marker = staging / SUCCESS
     marker.touch()
+    _check_staging(staging)
     _fsync_dir(staging)
     if os.path.lexists(output):
         if not overwrite:  # appeared during the run (not by another mapred: that holds the lock)
             raise UsageError(f"output appeared while the job ran: {output}; result discarded")
+        if not output.is_dir() or output.is_symlink():
+            raise UsageError(f"output changed while the job ran: {output} is no longer a "
+                             "directory; result discarded")
+        _check_replaceable(output)  # again: the user may have put files there meanwhile
         retired = paths.retired_dir(output, run_id)
         if _exchange(staging, output):
             shutil.rmtree(staging)  # staging now holds the old output

@@ -66,6 +66,7 @@ class RunConfig:
     speculation: bool = True
     resume: bool = False
     argv: tuple[str, ...] = ()
+    hosts_file: Path | None = None  # only to refuse an output that contains it
 
 
 @dataclass
@@ -151,7 +152,8 @@ class Runner:
         """Check the output and the job, cut the corpus; under the lock, so a run that just
         finished cannot be overwritten by accident."""
         cfg = self.cfg
-        output.check_output(cfg.output, cfg.corpus, cfg.overwrite)
+        output.check_output(cfg.output, cfg.corpus, cfg.overwrite,
+                            output.guarded_paths(cfg.state, cfg.job, cfg.hosts_file))
         jobmod.check_syntax(cfg.job)
         files = list_inputs(cfg.corpus)
         self.total_slots = slots = sum(t.cores for t in self.transports.values())

@@ -108,14 +108,65 @@ def test_malformed_hosts_file_names_file_host_and_key(corpus, tmp_path, state_en
 def test_existing_output_refused_then_overwritten_atomically(corpus, tmp_path, state_env):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "old").write_text("keep me")
     proc = run_mapred("run", "wordcount", corpus, "-o", out, check=False, env=state_env)
     assert_one_line_error(proc, 2, "output exists", "--overwrite")
-    assert (out / "old").read_text() == "keep me"
-    run_mapred("run", "wordcount", corpus, "-o", out, "--overwrite", env=state_env)
-    assert not (out / "old").exists()
-    assert read_output(out)[b"a"] == b"2"
+    run_mapred("run", "wordcount", corpus, "-o", out, "--overwrite", env=state_env)  # empty: ok
+    (corpus / "c.txt").write_bytes(b"a a\n")
+    run_mapred("run", "wordcount", corpus, "-o", out, "--overwrite", env=state_env)  # mapred's
+    assert read_output(out)[b"a"] == b"4"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("planted", ["notes.txt", "_SUCCESS-less", "subdir", "symlink"])
+def test_overwrite_replaces_only_a_directory_mapred_wrote(corpus, tmp_path, state_env, planted):
+    out = tmp_path / "out"
+    run_mapred("run", "wordcount", corpus, "-o", out, env=state_env)
+    if planted == "notes.txt":
+        (out / "notes.txt").write_text("keep me")
+    elif planted == "_SUCCESS-less":
+        (out / "_SUCCESS").unlink()
+    elif planted == "subdir":
+        (out / "part-00009").mkdir()
+    else:
+        (out / "part-00000").unlink()
+        (out / "part-00000").symlink_to(tmp_path / "elsewhere")
+    before = sorted((p.name, p.is_file() and p.read_bytes()) for p in out.iterdir())
+    proc = run_mapred("run", "wordcount", corpus, "-o", out, "--overwrite", check=False,
+                      env=state_env)
+    assert_one_line_error(proc, 2, "--overwrite refused", f"{out} is not a mapred output")
+    assert sorted((p.name, p.is_file() and p.read_bytes()) for p in out.iterdir()) == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_overwrite_never_touches_a_users_own_directory(corpus, tmp_path, state_env):
+    home = tmp_path / "home"
+    (home / "precious").mkdir(parents=True)
+    (home / "precious" / "thesis.tex").write_text("years of work")
+    env = {**state_env, "HOME": str(home)}
+    for out, needle in ((home / "precious", "it holds no _SUCCESS"),
+                        (home, "contains $HOME"),
+                        (tmp_path / "state", "contains the state directory"),
+                        (tmp_path / "w", "contains the working directory")):
+        (tmp_path / "w" / "cwd").mkdir(parents=True, exist_ok=True)
+        proc = run_mapred("run", "wordcount", corpus, "-o", out, "--overwrite", check=False,
+                          env=env, cwd=tmp_path / "w" / "cwd")
+        assert_one_line_error(proc, 2, needle)
+    assert (home / "precious" / "thesis.tex").read_text() == "years of work"
+
+
+def test_an_output_containing_the_job_or_the_hosts_file_is_refused(corpus, tmp_path, state_env):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    job = mine / "job.py"
+    job.write_bytes((ROOT / "jobs" / "wordcount.py").read_bytes())
+    hosts = mine / "hosts.toml"
+    hosts.write_text('[[host]]\nname = "me"\naddress = "local"\n')
+    for args, needle in (([job, corpus, "-o", mine], "contains the job"),
+                         (["wordcount", corpus, "-o", mine, "--hosts", hosts],
+                          "contains the hosts file")):
+        proc = run_mapred("run", *args, "--overwrite", check=False, env=state_env)
+        assert_one_line_error(proc, 2, needle)
+    assert sorted(p.name for p in mine.iterdir()) == ["hosts.toml", "job.py"]
 
 
 @pytest.mark.parametrize("source,needles", [
