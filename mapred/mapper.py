@@ -8,8 +8,10 @@ large gzip file in pieces). The coordinator uses only the outputs of the attempt
 from __future__ import annotations
 
 import gzip
+import os
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,8 @@ class PieceSpec:
     gzip: bool
     origin: int | None = None  # where ``start`` is in the corpus file (None: at ``start``;
     # a shard shipped to an SSH host is a file of its own, its pieces start elsewhere there)
+    size: int | None = None  # the file's size and mtime when the run planned it: read in place
+    mtime_ns: int | None = None  # (local runs), it must still have them (None: not checked)
 
     @property
     def first(self) -> int:
@@ -51,6 +55,29 @@ class PieceSpec:
 
     def describe(self) -> str:
         return f"{self.rel} bytes {self.first}-{self.first + self.end - self.start}"
+
+
+class InputChanged(OSError):
+    """An input file read in place is not the one the run planned (truncated, grown, rewritten)."""
+
+
+def _check_unchanged(f: Any, piece: PieceSpec) -> None:
+    if piece.size is None:
+        return
+    st = os.fstat(f.fileno())
+    if st.st_size != piece.size or st.st_mtime_ns != piece.mtime_ns:
+        now = "rewritten" if st.st_size == piece.size else f"now {st.st_size} bytes"
+        raise InputChanged(f"input file changed during the run: {piece.rel} (planned "
+                           f"{piece.size} bytes, {now}); run again on a stable input")
+
+
+@contextmanager
+def _opened(piece: PieceSpec) -> Iterator[Any]:
+    """The piece's file, checked against the plan when opened and again when fully read."""
+    with open(piece.path, "rb") as f:
+        _check_unchanged(f, piece)
+        yield f
+        _check_unchanged(f, piece)
 
 
 @dataclass(frozen=True)
@@ -126,12 +153,13 @@ def _numba_buffers(spec: MapSpec) -> Iterator[tuple[Any, list[tuple[int, int, Pi
     if len(spec.pieces) == 1:
         piece = spec.pieces[0]
         if piece.gzip:
-            for buf in _gzip_pieces(piece.path):
+            for buf in _gzip_pieces(piece):
                 yield buf, [(0, len(buf), piece)]
         elif piece.end > piece.start:
-            buf = np.memmap(piece.path, dtype=np.uint8, mode="r", offset=piece.start,
-                            shape=(piece.end - piece.start,))
-            yield buf, [(0, len(buf), piece)]
+            with _opened(piece) as f:
+                buf = np.memmap(f, dtype=np.uint8, mode="r", offset=piece.start,
+                                shape=(piece.end - piece.start,))
+                yield buf, [(0, len(buf), piece)]
         return
     total = sum(p.end - p.start for p in spec.pieces)
     buf = np.empty(total, dtype=np.uint8)
@@ -139,23 +167,24 @@ def _numba_buffers(spec: MapSpec) -> Iterator[tuple[Any, list[tuple[int, int, Pi
     at = 0
     for piece in spec.pieces:
         size = piece.end - piece.start
-        with open(piece.path, "rb") as f:
+        with _opened(piece) as f:
             f.seek(piece.start)
             got = f.readinto(memoryview(buf)[at : at + size])  # type: ignore[arg-type]
         if got != size:
-            raise OSError(f"{piece.rel} changed while being read (expected {size} bytes)")
+            raise InputChanged(f"input file changed during the run: {piece.rel} (expected "
+                               f"{size} bytes at {piece.first}, read {got})")
         segments.append((at, at + size, piece))
         at += size
     buf.flags.writeable = False  # typed like a mapped file's: the kernels compile once
     yield buf, segments
 
 
-def _gzip_pieces(path: str) -> Iterator[Any]:
+def _gzip_pieces(piece: PieceSpec) -> Iterator[Any]:
     """Decompressed pieces of a gzip file, each ending at a record boundary."""
     import numpy as np
 
     carry = b""
-    with gzip.open(path, "rb") as f:
+    with _opened(piece) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as f:
         while True:
             block = f.read(GZIP_PIECE)
             if not block:
@@ -268,16 +297,21 @@ def _plain_records(piece: PieceSpec) -> Iterator[tuple[int, bytes]]:
     if piece.gzip:
         offset = 0
         try:
-            with gzip.open(piece.path, "rb") as f:
+            with _opened(piece) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as f:
                 for line in f:
                     yield offset, line[:-1] if line.endswith(b"\n") else line
                     offset += len(line)
+        except InputChanged:
+            raise
         except (OSError, EOFError, zlib.error) as e:
             raise OSError(f"cannot decompress {piece.rel}: {e}") from e
         return
-    with open(piece.path, "rb") as f:
+    with _opened(piece) as f:
         f.seek(piece.start)
         data = f.read(piece.end - piece.start)
+    if len(data) != piece.end - piece.start:
+        raise InputChanged(f"input file changed during the run: {piece.rel} (expected "
+                           f"{piece.end - piece.start} bytes at {piece.first}, read {len(data)})")
     pos, n = 0, len(data)
     while pos < n:
         j = data.find(b"\n", pos)

@@ -47,7 +47,7 @@ class Transport(Protocol):
     def prepare(self, shard: Shard) -> Future[list[dict[str, Any]]]:
         """Make the shard's bytes available on the host (maybe in the background); the future's
         result is the ``pieces`` list of the map request: path (on the host), rel, start, end,
-        gzip."""
+        gzip, and for a file read in place its planned size and mtime_ns."""
         ...
     def reduce_inputs(self, inputs: list[tuple[str, str]]) -> list[Any]:
         """The ``inputs`` field of a reduce request for map outputs ``(host, path)``."""
@@ -231,7 +231,8 @@ class LocalTransport:
         """Local input is read in place: the future is already resolved."""
         fut: Future[list[dict[str, Any]]] = Future()
         fut.set_result([{"path": str(p.file.path), "rel": p.file.rel, "start": p.start,
-                         "end": p.end, "gzip": p.file.gzip} for p in shard.pieces])
+                         "end": p.end, "gzip": p.file.gzip, "size": p.file.size,
+                         "mtime_ns": p.file.mtime_ns} for p in shard.pieces])
         return fut
 
     def reduce_inputs(self, inputs: list[tuple[str, str]]) -> list[Any]:

@@ -8,7 +8,8 @@ cannot corrupt the protocol). Requests:
      "slots": WORKERS_ON_THIS_HOST, "memory": BYTES_PER_WORKER or null,
      "enter_scratch": BOOL (SSH hosts: work in DIR; locally paths may be relative to the cwd)}
     {"op": "map", "task", "attempt", "pieces": [{"path", "rel", "start", "end", "gzip",
-     "offset" (where start is in the corpus file, when "path" is a shipped copy)}...]}
+     "offset" (where start is in the corpus file, when "path" is a shipped copy),
+     "size", "mtime_ns" (a file read in place: what it must still be, else the attempt fails)}]}
     {"op": "reduce", "task", "attempt", "partition", "inputs": [PATH...], "out": PATH}
         (an input may also be {"url": "rsync://...", "host": NAME}: fetched first, see fetch.py)
     {"op": "drop", "paths": [PATH...]}          remove files/dirs of discarded attempts
@@ -145,7 +146,8 @@ class Worker:
 
         assert self.scratch is not None
         pieces = tuple(PieceSpec(p["path"], p["rel"], int(p["start"]), int(p["end"]),
-                                 bool(p["gzip"]), p.get("offset")) for p in msg["pieces"])
+                                 bool(p["gzip"]), p.get("offset"), p.get("size"),
+                                 p.get("mtime_ns")) for p in msg["pieces"])
         spec = MapSpec(msg["task"], msg["attempt"], pieces)
         out_dir = paths.map_attempt_dir(self.scratch, spec.attempt)
         result = run_map(self.job, spec, out_dir, self.reducers, self.seed,

@@ -433,3 +433,32 @@ def test_a_host_that_hangs_up_is_one_line_without_paramikos_traceback(
     err = proc.stderr.decode()
     assert proc.returncode == 3, err
     assert "host h1" in error_line(err) and "Traceback" not in err and "Exception" not in err, err
+
+
+def test_an_input_file_changed_while_the_run_maps_fails_the_job_naming_it(tmp_path, state_env):
+    """Local runs read the corpus in place: a file truncated after planning is caught (its
+    size and mtime are part of each task), not mapped short with exit 0."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    victim = corpus / "b.txt"
+    victim.write_bytes(b"word\n" * 1000)
+    (corpus / "a.txt").write_bytes(b"TRUNCATE " + bytes(victim) + b"\n")
+    job = job_file(tmp_path, """
+        import os
+
+        def mapper(line):
+            if line.startswith(b"TRUNCATE "):
+                path = line[len(b"TRUNCATE "):].decode()
+                if os.path.getsize(path) > 50:
+                    os.truncate(path, 50)
+            yield line, 1
+
+        def reducer(key, counts):
+            yield key, sum(counts)
+    """)
+    # the two small files make one shard, read in order: a.txt's mapper truncates b.txt
+    proc = run_mapred("run", job, corpus, "-o", tmp_path / "out", check=False, env=state_env)
+    line = error_line(proc.stderr.decode())
+    assert proc.returncode == 1, proc.stderr.decode()
+    assert "input file changed during the run: b.txt (planned 5000 bytes, now 50 bytes)" in line
+    assert not (tmp_path / "out").exists()

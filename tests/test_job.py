@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,31 @@ def test_check_syntax_names_file_and_line(tmp_path):
     p = write(tmp_path, "x = 1\ndef f(:\n")
     with pytest.raises(JobLoadError, match=r"j.py:2: syntax error"):
         jobmod.check_syntax(p)
+
+
+@pytest.mark.parametrize("tier", ["wordcount", "grep"])
+@pytest.mark.parametrize("layout", ["one file", "packed files", "gzip"])
+def test_a_file_read_in_place_must_still_be_as_planned(tmp_path, tier, layout):
+    """Both tiers, every read path (memory-mapped, packed, gzip): a piece carrying the planned
+    size and mtime fails with InputChanged if the file is not that file any more."""
+    import gzip as gz
+
+    from mapred import job as jobmod
+    from mapred.mapper import InputChanged, MapSpec, PieceSpec, run_map
+
+    job = jobmod.load(jobmod.resolve(tier), {"pattern": "w"})
+    files = [tmp_path / "a.txt"] + ([tmp_path / "b.txt"] if layout == "packed files" else [])
+    for f in files:
+        f.write_bytes(gz.compress(b"w x\n" * 500) if layout == "gzip" else b"w x\n" * 500)
+
+    def spec() -> MapSpec:
+        pieces = tuple(PieceSpec(str(f), f.name, 0, f.stat().st_size, layout == "gzip",
+                                 size=f.stat().st_size, mtime_ns=f.stat().st_mtime_ns)
+                       for f in files)
+        return MapSpec("m0", "m0.0", pieces)
+
+    planned = spec()
+    run_map(job, planned, tmp_path / "ok", 1, 0, lambda n: None)  # unchanged: fine
+    os.truncate(files[-1], 40)
+    with pytest.raises(InputChanged, match=f"input file changed during the run: {files[-1].name}"):
+        run_map(job, planned, tmp_path / "changed", 1, 0, lambda n: None)
