@@ -33,6 +33,7 @@ from typing import Any
 
 from mapred import job as jobmod
 from mapred import logs, output, paths, resume, scheduler
+from mapred.collect import PartFiles
 from mapred.errors import Interrupted, JobError, JobLoadError, MapredError, NoHostsError, TaskError
 from mapred.fetch import fetch_error_host, lost_outputs
 from mapred.journal import Journal, new_run_id
@@ -120,6 +121,7 @@ class Runner:
         self.deadline_at: float | None = None
         self._closed = False
         self.staging: Path | None = None
+        self.parts: PartFiles | None = None  # the reduce attempts' part files, once staging
         self.shards: dict[str, Shard] = {}
         self.lost_hosts: dict[str, str] = {}  # host -> why it was lost
         self.total_slots = 1  # cores of all hosts, known once planned
@@ -210,6 +212,7 @@ class Runner:
         assert self.journal is not None
         cfg = self.cfg
         self.staging = output.make_staging(cfg.output, self.run_id)
+        self.parts = PartFiles(self.staging, self.io, self._post)
         self.journal.event("run_start")
         self.progress.start(sum(s.size for s in shards), len(shards))
         policy = scheduler.Policy(max_attempts=cfg.max_attempts, speculation=cfg.speculation)
@@ -236,6 +239,8 @@ class Runner:
         self._loop(sched)
         self.journal.event("phase", phase="commit")
         self.progress.phase("commit")
+        assert self.parts is not None
+        self.parts.settle()
         output.commit(self.staging, cfg.output, self.run_id, cfg.overwrite)
         self.staging = None
         self._forget_superseded()
@@ -480,7 +485,8 @@ class Runner:
                 return
             self.io.submit(self._check_outputs, attempt, remote.checksums, files, done)
         else:
-            self.io.submit(self._collect, attempt, t, info, done)
+            assert self.parts is not None
+            self.parts.collect(attempt, t, info["out"], info["partition"], done)
 
     def _check_outputs(self, attempt: str, checksums: Callable[[list[str]], dict[str, Any]],
                        files: list[str], done: dict[str, Any]) -> None:
@@ -493,18 +499,6 @@ class Runner:
             self._post(attempt, {"ev": "failed", "error": f"checking its map outputs failed: {e}"})
             return
         self._post(attempt, {**done, "sums": {p: list(sums[p]) for p in files}})
-
-    def _collect(self, attempt: str, t: Transport, info: dict[str, Any],
-                 done: dict[str, Any]) -> None:
-        assert self.staging is not None
-        target = self.staging / paths.reduce_tmp_name(info["partition"], attempt)
-        try:
-            t.collect(info["out"], target)
-        except Exception as e:  # noqa: BLE001 - a failure of the attempt
-            self._post(attempt, {"ev": "failed", "error": f"collecting the part file failed: {e}"})
-            return
-        info["collected"] = str(target)
-        self._post(attempt, done)
 
     def _failure(self, sched: scheduler.Scheduler, slot: str, msg: dict[str, Any]) -> None:
         """A worker reports a failed attempt. A reduce that could not fetch from a host waits for
@@ -673,8 +667,6 @@ class Runner:
         info = self.attempt_info.get(attempt)
         if info is None:
             return
-        if info.get("collected"):
-            Path(info["collected"]).unlink(missing_ok=True)
         transport = self.transports[info["host"]]
         if info["host"] in self.lost_hosts:
             return  # nothing reaches it any more; its agent removes the run's scratch
@@ -740,7 +732,8 @@ class Runner:
         info = self.attempt_info[ins.attempt]
         outputs = None
         if ins.kind == scheduler.REDUCE:
-            os.replace(info["collected"], self.staging / paths.part_name(info["partition"]))
+            assert self.parts is not None
+            self.parts.commit(ins.attempt, info["partition"])
         else:
             if ins.task not in self.shards_done:
                 self.shards_done.add(ins.task)
@@ -786,6 +779,8 @@ class Runner:
         if info is None or not info.get("open"):
             return
         info["open"] = False
+        if outcome != "ok" and info["kind"] == scheduler.REDUCE and self.parts is not None:
+            self.parts.fence(attempt, info["partition"])  # its part file must never land
         c = counters or {}
         self.journal.event(
             "task_end", task=info["task"], kind=info["kind"], attempt=attempt,
