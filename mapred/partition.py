@@ -7,10 +7,18 @@ backslash ``\\\\``, tab ``\\t``, newline ``\\n``, carriage return ``\\r``. Value
 
 A plain-tier run file holds ``(key, value)`` pairs sorted by key: the magic ``MRP1``, pickled
 chunks (lists of pairs), then a pickled ``("end", count)`` trailer, so a truncated file is detected.
+Run files travel between hosts, so they are pickles that cannot carry code: the writer refuses any
+value that is not plain data (:data:`DATA_TYPES`: None, bool, int, float, complex, str, bytes,
+bytearray, tuple, list, dict, set, frozenset, Decimal, Fraction and the datetime types) and the
+reader resolves no global but those few constructors, so a file written by a hostile host can at
+worst hold wrong data, never run anything where it is read.
 """
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import fractions
 import pickle
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,6 +28,48 @@ import mmh3
 
 PLAIN_MAGIC = b"MRP1"
 _CHUNK = 4096
+
+# Plain data a value may be built of. Pickle writes the first row with opcodes of its own; the
+# others by calling their class, the only globals a run file may name (_SAFE_GLOBALS).
+DATA_TYPES: tuple[type, ...] = (
+    type(None), bool, int, float, str, bytes, bytearray, tuple, list, dict, set, frozenset,
+    complex, decimal.Decimal, fractions.Fraction,
+    datetime.date, datetime.time, datetime.datetime, datetime.timedelta, datetime.timezone,
+)
+_SAFE_GLOBALS = {(t.__module__, t.__qualname__): t for t in (
+    bytearray, set, frozenset, complex, decimal.Decimal, fractions.Fraction, datetime.date,
+    datetime.time, datetime.datetime, datetime.timedelta, datetime.timezone)}
+_SAFE_CLASSES = frozenset(_SAFE_GLOBALS.values())  # pickled by name, as a value's constructor
+
+
+class _DataPickler(pickle.Pickler):
+    """Pickles plain data only: anything else is refused where it is written (the map task)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) not in DATA_TYPES and not (isinstance(obj, type) and obj in _SAFE_CLASSES):
+            raise TypeError(
+                f"a value of type {type(obj).__module__}.{type(obj).__qualname__} cannot be "
+                f"passed between tasks ({obj!r:.60}): plain-tier values must be built of None, "
+                "bool, int, float, complex, str, bytes, tuple, list, dict, set, Decimal, "
+                "Fraction or datetime values (convert it, e.g. int(x) or str(x))")
+        return NotImplemented
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """Resolves only the constructors of DATA_TYPES: a run file cannot name any other code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = _SAFE_GLOBALS.get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a run file may not")
+        return found
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("it holds a persistent id, which a run file may not")
+
+
+def _dump(obj: Any, f: BinaryIO) -> None:
+    _DataPickler(f, protocol=5).dump(obj)
 
 
 def partition_of(key: bytes, seed: int, nparts: int) -> int:
@@ -81,13 +131,13 @@ def write_plain_run(path: Path, pairs: Iterable[tuple[bytes, Any]]) -> int:
         for pair in pairs:
             chunk.append(pair)
             if len(chunk) >= _CHUNK:
-                pickle.dump(chunk, f, protocol=5)
+                _dump(chunk, f)
                 count += len(chunk)
                 chunk = []
         if chunk:
-            pickle.dump(chunk, f, protocol=5)
+            _dump(chunk, f)
             count += len(chunk)
-        pickle.dump(("end", count), f, protocol=5)
+        _dump(("end", count), f)
     return count
 
 
@@ -109,6 +159,9 @@ def read_plain_run(path: Path) -> Iterator[tuple[bytes, Any]]:
 
 def _load(f: BinaryIO, path: Path) -> Any:
     try:
-        return pickle.load(f)  # noqa: S301 - our own files, written by this module
-    except (EOFError, pickle.UnpicklingError) as e:
+        return _DataUnpickler(f).load()
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"run file {path} is refused: {e}") from e
+    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+            decimal.InvalidOperation) as e:
         raise ValueError(f"run file {path} is truncated or corrupt") from e

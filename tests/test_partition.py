@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import mmh3
 import pytest
 from hypothesis import given
@@ -10,6 +12,7 @@ from mrtest import escape as reference_escape
 from mrtest import unescape
 
 from mapred.partition import (
+    PLAIN_MAGIC,
     escape,
     format_line,
     format_value,
@@ -61,3 +64,44 @@ def test_run_file_round_trip_and_truncation(tmp_path):
         path.write_bytes(data[:cut])
         with pytest.raises(ValueError, match="r.run"):
             list(read_plain_run(path))
+
+
+def test_run_files_carry_every_plain_data_type(tmp_path):
+    import datetime
+    import decimal
+    import fractions
+
+    values = [None, True, 7, 1.5, "s", b"b", bytearray(b"x"), (1, "a"), [1, [2]], {1: (2,)},
+              {1}, frozenset({2}), 1j, decimal.Decimal("1.5"), fractions.Fraction(1, 3),
+              datetime.date(2020, 1, 1), datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC),
+              datetime.timedelta(3), datetime.time(1, 2), [(1j, {decimal.Decimal(2)})]]
+    pairs = [(b"k%03d" % i, v) for i, v in enumerate(values)]
+    write_plain_run(tmp_path / "r", pairs)
+    assert list(read_plain_run(tmp_path / "r")) == pairs
+
+
+def test_a_run_file_cannot_run_code_where_it_is_read(tmp_path):
+    """A hostile host's run file names a function to call: refused, nothing runs."""
+    import pickle
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    with open(tmp_path / "r", "wb") as f:
+        f.write(PLAIN_MAGIC)
+        pickle.dump([(b"k", Evil())], f)
+        pickle.dump(("end", 1), f)
+    with pytest.raises(ValueError, match="is refused: it names posix.mkdir"):
+        list(read_plain_run(tmp_path / "r"))
+    assert not marker.exists()
+
+
+def test_a_value_that_is_not_plain_data_is_refused_where_it_is_written(tmp_path):
+    class Point:
+        pass
+
+    with pytest.raises(TypeError, match="a value of type .*Point cannot be passed between tasks"):
+        write_plain_run(tmp_path / "r", [(b"k", [1, Point()])])
