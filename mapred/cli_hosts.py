@@ -64,6 +64,7 @@ except AttributeError:
     out["cores"] = os.cpu_count()
 work = os.path.abspath(os.path.expanduser(sys.argv[1]))
 out["workdir"] = work
+out["workdir_problem"] = problem(work, SUBDIRS)
 probe = work
 while not os.path.isdir(probe):
     probe = os.path.dirname(probe)
@@ -139,7 +140,8 @@ def _probe(conn: Any, host: Any, timeout: float, python: str | None = None,
     from mapred.sshconnect import RemoteError, exec_command
 
     py = python or host.python
-    command = " ".join(shlex.quote(w) for w in [py, "-c", PROBE, host.workdir, *modules])
+    command = " ".join(shlex.quote(w) for w in [py, "-c", _probe_source(), host.workdir,
+                                                 *modules])
     code, out, err = exec_command(conn, host.name, command, timeout=timeout, check=False)
     if code != 0:
         raise RemoteError(host.name, f"{py} (probe)", code, err.decode("utf-8", "replace"))
@@ -147,8 +149,19 @@ def _probe(conn: Any, host: Any, timeout: float, python: str | None = None,
     return probe
 
 
+def _probe_source() -> str:
+    """PROBE, preceded by the agent's own workdir check (the same code judges both)."""
+    import inspect
+
+    from mapred import fetch, workdir
+
+    return inspect.getsource(workdir) + PROBE.replace("SUBDIRS", repr(fetch.WORKDIR_SUBDIRS))
+
+
 def _judge(report: HostReport, host: Any) -> None:
     p = report.probe
+    if p.get("workdir_problem"):
+        report.problems.append(f"workdir refused: {p['workdir_problem']}")
     there = ".".join(map(str, p["python"]))
     if tuple(p["python"][:2]) != tuple(sys.version_info[:2]):
         report.problems.append(f"python {there} (this machine: "

@@ -52,7 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from mapred import paths
+from mapred import paths, workdir
 
 SHUFFLE_DIR = ".shuffle"  # under the run's scratch dir: secrets, daemon config and log
 PASSWORD_FILE = "password"  # noqa: S105 - a file name
@@ -69,8 +69,10 @@ PING_TIMEOUT = 30.0
 ALIVE_SECONDS = 1.0  # the agent's heartbeat: what the coordinator's liveness check listens to
 CACHE_MAX_AGE = 14 * 86400  # cached shards unused this long are evicted at the next run start
 STALE_TEMP_AGE = 86400
-STALE_RUN_AGE = 3600  # a run dir without a live agent lock, older than this, is removed
+STALE_RUN_AGE = 3600  # a run dir being made (no lock yet) older than this is abandoned
+LOCK_FILE = ".agent.lock"  # in a run dir: flocked by its live agent
 KEEP_DIR = "keep"  # WORKDIR/keep/RUN_ID: committed map outputs of a run whose coordinator vanished
+WORKDIR_SUBDIRS = ("runs", "cache", "jobs", KEEP_DIR)  # checked like the workdir (mapred.workdir)
 KEEP_MAX_AGE = 7 * 86400  # kept outputs nobody resumed are removed after this long
 MAX_GET = 1 << 20  # agent "get": files up to this size come back inline
 HASH_CHUNK = 1 << 20
@@ -213,6 +215,10 @@ def _fetch_group(base: str, rels: list[str], target: Path, password: str, label:
 # --- the host agent --------------------------------------------------------------------------
 
 
+class UnsafeWorkdir(Exception):
+    """The workdir could be changed by another user, or is not writable: nothing is started."""
+
+
 class Agent:
     """One run on one host: scratch dir, shuffle daemon, cleanup; see the module docstring."""
 
@@ -240,16 +246,18 @@ class Agent:
     def start(self) -> dict[str, Any]:
         os.umask(0o077)
         os.environ[TOKEN_ENV] = self.token  # inherited by the daemon: killed with the run
-        self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for d in (self.workdir / "runs", self.cache, self.jobs, self.kept):
-            d.mkdir(exist_ok=True, mode=0o700)
+        subdirs = WORKDIR_SUBDIRS
+        for when in ("before", "after"):  # and once created: nothing raced in meanwhile
+            why = workdir.problem(str(self.workdir), subdirs)
+            if why is not None:
+                raise UnsafeWorkdir(f"workdir refused: {why}")
+            if when == "before":
+                self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                for d in subdirs:
+                    (self.workdir / d).mkdir(exist_ok=True, mode=0o700)
         self._sweep_runs()
         kept = self._sweep_kept()
-        self.scratch.mkdir(mode=0o700)
-        self.lock_fd = os.open(self.scratch / ".agent.lock", os.O_CREAT | os.O_RDWR, 0o600)
-        fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
-        for sub in ("map", "out", "tmp", SHUFFLE_DIR):
-            (self.scratch / sub).mkdir(mode=0o700)
+        self._make_scratch()
         address = _server_address()
         if self.secret and self.shuffle in ("direct", "relay"):
             bind = address if self.shuffle == "direct" else "127.0.0.1"
@@ -260,6 +268,17 @@ class Agent:
                 "address": address, "daemon": self.daemon_info, "rsync": bool(
                     shutil.which("rsync")), "cache": self._cache_listing(),
                 "jobs": sorted(_listing(self.jobs)), "kept": kept}
+
+    def _make_scratch(self) -> None:
+        """The run dir appears (a rename) only once its lock is held: a sweep by another agent
+        never sees it without a lock, whenever this one is killed."""
+        tmp = self.scratch.with_name(f".{self.token}.{secrets.token_hex(4)}")
+        tmp.mkdir(mode=0o700)
+        self.lock_fd = os.open(tmp / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+        for sub in ("map", "out", "tmp", SHUFFLE_DIR):
+            (tmp / sub).mkdir(mode=0o700)
+        os.rename(tmp, self.scratch)
 
     def _sweep_kept(self) -> list[str]:
         """Run ids with kept map outputs; those older than KEEP_MAX_AGE are removed first."""
@@ -279,12 +298,12 @@ class Agent:
         """Remove run dirs of earlier runs whose agent is gone (a crash, a power cut)."""
         now = time.time()
         for d in (self.workdir / "runs").iterdir():
-            lock = d / ".agent.lock"
             try:
-                fd = os.open(lock, os.O_RDWR)
-            except OSError:
-                if d.is_dir() and now - d.stat().st_mtime > STALE_RUN_AGE:
-                    shutil.rmtree(d, ignore_errors=True)
+                fd = os.open(d / LOCK_FILE, os.O_RDWR)
+            except OSError:  # a run dir has its lock from the start and loses it last
+                starting = d.name.startswith(".")  # (unless it is being made, see above)
+                if not starting or now - d.lstat().st_mtime > STALE_RUN_AGE:
+                    paths.remove(d)
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -394,11 +413,12 @@ class Agent:
         if not _REL_RE.fullmatch(rel) or ".." in rel.split("/"):
             raise ValueError(f"bad path {rel!r}")
         path = self._inside(rel, self.workdir)
-        if path.exists():
-            return
+        data = base64.b64decode(msg["data"])
+        if path.is_file() and not path.is_symlink() and path.read_bytes() == data:
+            return  # already there, the same bytes (a job module's name is its hash)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}"
-        tmp.write_bytes(base64.b64decode(msg["data"]))
+        tmp.write_bytes(data)
         os.replace(tmp, path)
 
     def _slow(self, msg: dict[str, Any]) -> None:
@@ -520,7 +540,19 @@ class Agent:
                 pass
         if keep:
             self._keep_committed()
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        _remove_locked(self.scratch)
+
+
+def _remove_locked(scratch: Path) -> None:
+    """Remove a run dir, its lock last: killed halfway, what is left still has a free lock, and
+    the next agent's sweep removes it at once."""
+    if not scratch.is_dir():
+        return
+    for entry in scratch.iterdir():
+        if entry.name != LOCK_FILE:
+            paths.remove(entry)
+    paths.remove(scratch / LOCK_FILE)
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _daemon_config(scratch: Path, cache: Path, uid: int, gid: int) -> str:
@@ -594,11 +626,19 @@ def _free(path: Path) -> int:
 
 
 def _listing(directory: Path) -> list[str]:
-    """``NAME/FILE`` of every file one level down (content-addressed job modules)."""
+    """``SHA256/FILE`` of every job module whose bytes still have that hash; one that does not
+    (changed on this host) is removed, so the coordinator ships it again."""
     out = []
     for d in directory.iterdir():
-        if d.is_dir() and not d.name.startswith("."):
-            out += [f"{d.name}/{f.name}" for f in d.iterdir() if not f.name.startswith(".")]
+        if d.is_dir() and not d.is_symlink() and not d.name.startswith("."):
+            for f in d.iterdir():
+                if f.name.startswith("."):
+                    continue
+                if f.is_file() and not f.is_symlink() and \
+                        hashlib.sha256(f.read_bytes()).hexdigest() == d.name:
+                    out.append(f"{d.name}/{f.name}")
+                else:
+                    paths.remove(f)
     return out
 
 

@@ -347,7 +347,8 @@ class Runner:
             init = {"op": "init", "job": t.job_path(cfg.job), "params": cfg.params,
                     "reducers": self.reducers, "seed": cfg.seed, "scratch": t.scratch,
                     "slots": t.cores, "memory": _per_worker(t.memory, t.cores),
-                    "enter_scratch": t.workers_enter_scratch}
+                    "enter_scratch": t.workers_enter_scratch,
+                    "job_sha256": self.fingerprint.get("job_sha256")}
             worker = t.spawn_worker(index, functools.partial(self._on_message, gen))
         except (JobError, NoHostsError) as e:  # the host went away under us
             self._on_host_lost(t.name, f"host {t.name}: cannot start a worker: {e}")

@@ -6,7 +6,8 @@ cannot corrupt the protocol). Requests:
 
     {"op": "init", "job": PATH, "params": {...}, "reducers": R, "seed": S, "scratch": DIR,
      "slots": WORKERS_ON_THIS_HOST, "memory": BYTES_PER_WORKER or null,
-     "enter_scratch": BOOL (SSH hosts: work in DIR; locally paths may be relative to the cwd)}
+     "enter_scratch": BOOL (SSH hosts: work in DIR; locally paths may be relative to the cwd),
+     "job_sha256": HEX (the job module must have it, else init fails)}
     {"op": "map", "task", "attempt", "pieces": [{"path", "rel", "start", "end", "gzip",
      "offset" (where start is in the corpus file, when "path" is a shipped copy),
      "size", "mtime_ns" (a file read in place: what it must still be, else the attempt fails)}]}
@@ -105,6 +106,7 @@ class Worker:
         self.seed = int(msg["seed"])
         self.budget = int(msg.get("memory") or _default_budget(int(msg.get("slots", 1))))
         try:
+            _check_job_hash(Path(msg["job"]), msg.get("job_sha256"))
             self.job = jobmod.load(Path(msg["job"]), dict(msg.get("params", {})))
         except MapredError as e:
             self.channel.send("init_failed", error=e.message, detail=e.detail)
@@ -171,6 +173,25 @@ class Worker:
             paths.remove(tmp)
         os.chmod(msg["out"], _OUTPUT_MODE)
         return {"outputs": {str(msg["partition"]): [msg["out"]]}, "counters": counters}
+
+
+def _check_job_hash(path: Path, expected: str | None) -> None:
+    """The job module here must be the one the run started with (not changed on this host,
+    nor edited on the laptop since the run read it)."""
+    import hashlib
+
+    from mapred.errors import JobLoadError
+
+    if expected is None:
+        return
+    try:
+        found = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as e:
+        raise JobLoadError(f"cannot read the job module {path}: {e.strerror or e}") from None
+    if found != expected:
+        raise JobLoadError(f"job module {path} is not the one this run started with (sha256 "
+                           f"{found[:12]}..., expected {expected[:12]}...): it was changed "
+                           "after mapred read it")
 
 
 class _Progress:

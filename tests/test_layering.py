@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 WORKER_SIDE = ["mapred.worker", "mapred.job", "mapred.shards", "mapred.partition",
-               "mapred.mapper", "mapred.reducer", "mapred.kernels", "mapred.paths"]
+               "mapred.mapper", "mapred.reducer", "mapred.kernels", "mapred.paths", "mapred.workdir",
+               "mapred.fetch"]
 FORBIDDEN = ["fabric", "paramiko", "invoke", "typer", "tqdm", "click", "prometheus_client"]
 
 

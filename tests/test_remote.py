@@ -4,6 +4,7 @@ staging, the host agent and its shuffle daemon (on loopback), fetching, the whee
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import io
 import json
@@ -257,12 +258,24 @@ def test_a_dead_agent_is_swept_at_the_next_start(tmp_path: Path,
     stale = work / "runs" / "crashed"
     stale.mkdir(parents=True)
     (stale / ".agent.lock").write_text("")
+    live = work / "runs" / "running"  # another run's agent, alive: its lock is held
+    live.mkdir()
+    held = os.open(live / ".agent.lock", os.O_CREAT | os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    (work / "runs" / "halfway").mkdir()  # a cleanup killed after the lock went: no lock
+    (work / "runs" / ".starting.0a1b").mkdir()  # an agent making its run dir right now
+    old = work / "runs" / ".abandoned.2c3d"
+    old.mkdir()
+    os.utime(old, (time.time() - fetch.STALE_RUN_AGE - 60,) * 2)
     a = fetch.Agent({"workdir": str(work), "token": "tok_" + "b" * 12}, io.StringIO())
     a.start()
     try:
-        assert sorted(os.listdir(work / "runs")) == ["tok_" + "b" * 12]
+        assert sorted(os.listdir(work / "runs")) == [".starting.0a1b", "running",
+                                                     "tok_" + "b" * 12]
     finally:
         a.cleanup()
+        os.close(held)
+    assert sorted(os.listdir(work / "runs")) == [".starting.0a1b", "running"]
 
 
 @pytest.mark.needs("rsync")

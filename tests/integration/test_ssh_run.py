@@ -234,6 +234,64 @@ def test_marker_lines_in_known_hosts_are_honoured(lan: Lan, lan_mapred: str, tmp
     assert out.count("REVOKED") == 1 and h1.name in out, out
 
 
+def test_a_workdir_others_can_write_is_refused_and_the_other_hosts_carry_on(
+        lan: Lan, lan_mapred: str, awkward_corpus: Path, tmp_path: Path,
+        env: dict[str, str]) -> None:
+    workdir = f"{WORKDIR}/shared-{uuid.uuid4().hex[:8]}"
+    h1 = lan["h1"]
+    h1.run(["mkdir", "-m", "0777", workdir], check=True)
+    hosts = lan.write_hosts_toml(tmp_path / "hosts.toml", workdir=workdir)
+    proc = mapred("hosts", "check", "--hosts", hosts, env=env, check=False)
+    out = proc.stdout.decode()
+    line = next(ln for ln in out.splitlines() if h1.name in ln)
+    assert proc.returncode == 1, out
+    assert f"workdir refused: {workdir} is writable by group and others (mode 0777)" in line, out
+    common = ["wordcount", awkward_corpus, "--reducers", "3"]
+    mapred("run", *common, "-o", tmp_path / "local", env=env)
+    proc = mapred("run", *common, "-o", tmp_path / "lan", "--hosts", hosts, env=env)
+    assert f"{workdir} is writable by group and others" in proc.stderr.decode()  # warned
+    assert parts(tmp_path / "lan") == parts(tmp_path / "local")
+    assert h1.run(["ls", "-A", workdir]).stdout.strip() == ""  # nothing was put there
+
+
+def test_an_unwritable_workdir_is_refused_by_check_and_run(
+        lan: Lan, lan_mapred: str, awkward_corpus: Path, tmp_path: Path,
+        env: dict[str, str]) -> None:
+    workdir = "/opt/mapred-nowhere/wd"  # the hosts' root filesystem is read-only
+    hosts = lan.write_hosts_toml(tmp_path / "hosts.toml", workdir=workdir)
+    proc = mapred("hosts", "check", "--hosts", hosts, env=env, check=False)
+    out = proc.stdout.decode()
+    assert proc.returncode == 3, out
+    assert out.count(f"workdir refused: /opt, where {workdir} would be created, is not "
+                     "writable") == 3, out
+    proc = mapred("run", "wordcount", awkward_corpus, "-o", tmp_path / "out", "--hosts", hosts,
+                  env=env, check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 3, err
+    assert f"/opt, where {workdir} would be created, is not writable" in err, err
+    assert "Is mapred installed" not in err and not (tmp_path / "out").exists()
+
+
+def test_a_job_module_changed_on_a_host_is_shipped_again(
+        lan: Lan, lan_mapred: str, hosts: Path, awkward_corpus: Path, tmp_path: Path,
+        env: dict[str, str]) -> None:
+    job = tmp_path / "myjob.py"
+    job.write_bytes((ROOT / "jobs" / "wordcount.py").read_bytes())
+    common = [job, awkward_corpus, "--reducers", "2"]
+    mapred("run", *common, "-o", tmp_path / "first", "--hosts", hosts, env=env)
+    h1 = lan["h1"]
+    found = h1.run(["sh", "-c", f"ls {WORKDIR}/jobs/*/myjob.py"]).stdout.split()
+    assert found, "the job module was not shipped to h1"
+    planted = 'import os\nos.makedirs("/tmp/planted", exist_ok=True)\n'
+    for f in found:
+        h1.run(["sh", "-c", f"cat >> {f}"], input=planted, check=True)
+    mapred("run", *common, "-o", tmp_path / "second", "--hosts", hosts, env=env)
+    assert parts(tmp_path / "second") == parts(tmp_path / "first")
+    assert h1.run(["test", "-e", "/tmp/planted"]).returncode != 0, "planted code ran"
+    for f in found:
+        assert planted not in h1.run(["cat", f]).stdout
+
+
 # --------------------------------------------------------------------------- cleanup
 
 
