@@ -149,9 +149,24 @@ def _signal_all(pids: Sequence[int], sig: int) -> None:
             os.kill(pid, sig)
 
 
+def _stop_netns(netns: str) -> None:
+    """SIGSTOP every process in netns, again for those forked meanwhile."""
+    seen: set[int] = set()
+    for _ in range(20):
+        new = [p for p in _netns_pids(netns) if p not in seen]
+        if not new:
+            return
+        _signal_all(new, signal.SIGSTOP)
+        seen.update(new)
+        time.sleep(0.01)
+
+
 def _kill_netns(netns: str, timeout: float = 10) -> None:
-    """SIGKILL every process in netns until none is left (they may be forking)."""
+    """SIGKILL every process in netns until none is left (they may be forking). They are all
+    stopped first, as a power cut stops them: killed one by one, a process could see another
+    die (an agent seeing its sshd's pipe close) and act on it before its own SIGKILL."""
     deadline = time.monotonic() + timeout
+    _stop_netns(netns)
     while pids := _netns_pids(netns):
         _signal_all(pids, signal.SIGKILL)
         if time.monotonic() > deadline:
@@ -372,14 +387,7 @@ class Host:
 
     def freeze(self) -> None:
         """SIGSTOP all the host's processes: connections hang, nothing is reset."""
-        seen: set[int] = set()
-        for _ in range(20):
-            new = [p for p in _netns_pids(self.netns) if p not in seen]
-            if not new:
-                return
-            _signal_all(new, signal.SIGSTOP)
-            seen.update(new)
-            time.sleep(0.01)
+        _stop_netns(self.netns)
 
     def thaw(self) -> None:
         _signal_all(_netns_pids(self.netns), signal.SIGCONT)
