@@ -5,7 +5,9 @@ Reducers write into a hidden staging directory beside ``OUT`` (same filesystem).
 out in one ``renameat2(RENAME_EXCHANGE)`` where the kernel offers it, then removed. A failed or
 interrupted run removes its staging directory: ``OUT`` is either absent, the old one, or complete.
 Without ``renameat2`` the old ``OUT`` is renamed to ``.OUT.mapred-old-RUNID`` first: a crash
-between the two renames leaves ``OUT`` absent and the old output there.
+between the two renames leaves ``OUT`` absent and the old output there, until the next run of the
+same ``OUT`` puts it back. A run holds a flock on its staging directory; the next run removes the
+staging directories nobody holds (their run was killed with SIGKILL or lost power).
 
 ``--overwrite`` replaces only what mapred wrote: an empty directory, or one holding ``_SUCCESS``
 and nothing but part files. The commit renames only a staging directory holding exactly the part
@@ -90,6 +92,7 @@ class OutputLock:
         self.path = paths.lock_file(state, output.resolve())
         self.output = output
         self._fd: int | None = None
+        self._staging_fd: int | None = None
 
     def __enter__(self) -> OutputLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,9 +110,68 @@ class OutputLock:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        for fd in (self._fd, self._staging_fd):
+            if fd is not None:
+                os.close(fd)
+        self._fd = self._staging_fd = None
+
+    def stage(self, run_id: str) -> Path:
+        """Make this run's staging directory, flocked while the run lives, after removing what
+        dead runs left beside OUT."""
+        assert self._fd is not None, "stage() needs the lock held"
+        self.sweep()
+        staging = paths.staging_dir(self.output, run_id)
+        staging.mkdir(mode=0o755)
+        self._staging_fd = _try_lock(staging)
+        return staging
+
+    def sweep(self) -> list[str]:
+        """Remove the staging directories of dead runs of OUT (killed with SIGKILL, a power cut)
+        and put back an old OUT that a dead commit had moved aside (``renameat2`` missing): a
+        run is dead when nothing holds its staging directory's lock. Returns what it did."""
+        done, parent = [], self.output.parent
+        prefix = f".{self.output.name}.mapred-"
+        runs = {m.group(2): m.group(1) for m in
+                (re.fullmatch(rf"{re.escape(prefix)}(old-)?({paths.RUN_ID_RE})", n)
+                 for n in _names(parent)) if m}
+        for run_id in sorted(runs):
+            staging = paths.staging_dir(self.output, run_id)
+            retired = paths.retired_dir(self.output, run_id)
+            if staging.is_dir() and not staging.is_symlink():
+                fd = _try_lock(staging)
+                if fd is None:
+                    continue  # alive: a run of another state dir
+                os.close(fd)
+            if retired.is_dir() and not retired.is_symlink():
+                if os.path.lexists(self.output):
+                    shutil.rmtree(retired, ignore_errors=True)
+                else:
+                    os.rename(retired, self.output)
+                    done.append(f"put back {self.output} from {retired.name}")
+            if staging.is_dir() and not staging.is_symlink():
+                shutil.rmtree(staging, ignore_errors=True)
+                done.append(f"removed {staging.name}")
+        return done
+
+
+def _names(directory: Path) -> list[str]:
+    try:
+        return os.listdir(directory)
+    except OSError:
+        return []
+
+
+def _try_lock(directory: Path) -> int | None:
+    """An fd holding an exclusive flock on directory, or None when another process holds it."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return None
+        raise
+    return fd
 
 
 def _check_replaceable(output: Path) -> None:
@@ -127,12 +189,6 @@ def _check_staging(staging: Path) -> None:
     for name in os.listdir(staging):
         if name != SUCCESS and not re.fullmatch(r"part-\d{5,}", name):
             raise JobError(f"staging directory {staging} holds {name!r}: not committed")
-
-
-def make_staging(output: Path, run_id: str) -> Path:
-    staging = paths.staging_dir(output, run_id)
-    staging.mkdir(mode=0o755)
-    return staging
 
 
 def commit(staging: Path, output: Path, run_id: str, overwrite: bool) -> None:

@@ -29,6 +29,9 @@ def lock_file(state: Path, output: Path) -> Path:
     return state / "locks" / f"{digest}.lock"
 
 
+RUN_ID_RE = r"\d{8}T\d{6}-[0-9a-f]{6}"  # what journal.new_run_id makes
+
+
 def staging_dir(output: Path, run_id: str) -> Path:
     """Where reducers' part files gather before the atomic commit (same filesystem as OUT)."""
     return output.parent / f".{output.name}.mapred-{run_id}"

@@ -121,6 +121,7 @@ class Runner:
         self.deadline_at: float | None = None
         self._closed = False
         self.staging: Path | None = None
+        self.out_lock: output.OutputLock | None = None
         self.parts: PartFiles | None = None  # the reduce attempts' part files, once staging
         self.shards: dict[str, Shard] = {}
         self.lost_hosts: dict[str, str] = {}  # host -> why it was lost
@@ -142,7 +143,8 @@ class Runner:
             self.deadline_at = started + self.cfg.deadline
         logs.context["run_id"] = self.run_id
         try:
-            with output.OutputLock(self.cfg.state, self.cfg.output), _signals_raise():
+            with output.OutputLock(self.cfg.state, self.cfg.output) as self.out_lock, \
+                    _signals_raise():
                 shards, reducers = self._plan()
                 seconds = self._journaled(shards, reducers, started)
         finally:
@@ -211,7 +213,8 @@ class Runner:
     def _run(self, shards: list[Shard], reducers: int) -> None:
         assert self.journal is not None
         cfg = self.cfg
-        self.staging = output.make_staging(cfg.output, self.run_id)
+        assert self.out_lock is not None
+        self.staging = self.out_lock.stage(self.run_id)
         self.parts = PartFiles(self.staging, self.io, self._post)
         self.journal.event("run_start")
         self.progress.start(sum(s.size for s in shards), len(shards))
@@ -930,11 +933,17 @@ def _shard_info(shard: Shard) -> dict[str, Any]:
 
 
 class _signals_raise:
-    """SIGTERM raises Interrupted(15) in the main thread (SIGINT raises KeyboardInterrupt)."""
+    """SIGTERM and SIGHUP (the terminal closed) raise Interrupted(N) in the main thread, so the
+    run cleans up as for Ctrl-C (SIGINT raises KeyboardInterrupt). An ignored SIGHUP (``nohup``)
+    stays ignored."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
     def __enter__(self) -> _signals_raise:
-        self._old: Callable[..., Any] | int | None = signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, self._raise)
+        self._old = {s: signal.getsignal(s) for s in self.SIGNALS}
+        for s, old in self._old.items():
+            if not (s == signal.SIGHUP and old == signal.SIG_IGN):
+                signal.signal(s, self._raise)
         return self
 
     @staticmethod
@@ -943,4 +952,5 @@ class _signals_raise:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: object) -> None:
-        signal.signal(signal.SIGTERM, self._old)  # type: ignore[arg-type]
+        for s, old in self._old.items():
+            signal.signal(s, old)

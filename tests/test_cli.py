@@ -274,7 +274,8 @@ def _children_of(pid: int) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
+                                         (signal.SIGHUP, 129)])
 def test_interrupt_leaves_no_output_no_scratch_no_workers(signum, code, tmp_path, state_env):
     corpus = tmp_path / "c"
     corpus.mkdir()
@@ -309,6 +310,35 @@ def test_interrupt_leaves_no_output_no_scratch_no_workers(signum, code, tmp_path
     time.sleep(0.2)
     assert [p for p in workers if Path(f"/proc/{p}").exists()
             and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]] == []
+
+
+def test_a_run_killed_with_sigkill_leaves_staging_the_next_run_removes(tmp_path, state_env):
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "a.txt").write_bytes(b"x y\n" * 200)
+    job = job_file(tmp_path, """\
+        import time
+        def mapper(line):
+            time.sleep(0.05)
+            yield from ((w, 1) for w in line.split())
+        def reducer(key, values):
+            yield key, sum(values)
+    """)
+    env = {**os.environ, **state_env}
+    proc = subprocess.Popen([sys.executable, "-m", "mapred.cli", "run", str(job), str(corpus),
+                             "-o", str(tmp_path / "o")], cwd=ROOT, env=env,
+                            stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not _children_of(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the coordinator and its workers: a power cut
+    proc.wait(timeout=10)
+    left = list(tmp_path.glob(".o.mapred-*"))
+    assert left, "the killed run had no staging dir yet"
+    run_mapred("run", job, corpus, "-o", tmp_path / "o", env=state_env)
+    assert list(tmp_path.glob(".o.mapred-*")) == []
+    assert (tmp_path / "o" / "part-00000").read_bytes() == b"x\t200\ny\t200\n"
 
 
 def test_worker_crash_is_retried_then_reported_with_its_shard(tmp_path, state_env):
