@@ -43,7 +43,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -52,15 +51,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from mapred import paths, workdir
+from mapred import paths, rsyncd, workdir
+from mapred.rsyncd import FETCH_TIMEOUT, PASSWORD_FILE, SHUFFLE_DIR
 
-SHUFFLE_DIR = ".shuffle"  # under the run's scratch dir: secrets, daemon config and log
-PASSWORD_FILE = "password"  # noqa: S105 - a file name
-SHUFFLE_USER = "mapred"
-SHUFFLE_MODULE = "map"  # the daemon's module: the run's scratch "map" directory
-CACHE_MODULE = "cache"  # and the shard cache, so a host can copy a shard another host has
 TOKEN_ENV = "MAPRED_TOKEN"  # noqa: S105 - no secret: tags every process of a run on a host
-FETCH_TIMEOUT = 120  # rsync --timeout: seconds without I/O before a fetch fails
 FETCH_CONNECT_TIMEOUT = 10
 FETCH_TRIES = 2
 # agent: seconds without a word from the coordinator before it cleans up. The coordinator pings
@@ -234,7 +228,7 @@ class Agent:
         self.jobs = self.workdir / "jobs"
         self.secret = str(cfg.get("secret") or "")
         self.shuffle = str(cfg.get("shuffle") or "")
-        self.daemon: subprocess.Popen[bytes] | None = None
+        self.daemon: rsyncd.Daemon | None = None
         self.daemon_info: dict[str, Any] | None = None
         self.lock_fd: int | None = None
         self.stopping = False
@@ -261,11 +255,13 @@ class Agent:
         address = _server_address()
         if self.secret and self.shuffle in ("direct", "relay"):
             bind = address if self.shuffle == "direct" else "127.0.0.1"
-            self.daemon_info = self._start_daemon(bind)
+            self.daemon = rsyncd.Daemon(self.scratch, self.cache, self.secret)
+            self.daemon_info = self.daemon.start(bind)
         return {"ev": "started", "pid": os.getpid(), "workdir": str(self.workdir),
                 "scratch": str(self.scratch), "python": list(sys.version_info[:3]),
                 "mapred": _mapred_version(), "cores": _cores(), "free": _free(self.workdir),
-                "address": address, "daemon": self.daemon_info, "rsync": bool(
+                "address": address, "addresses": rsyncd.local_addresses(),
+                "daemon": self.daemon_info, "rsync": bool(
                     shutil.which("rsync")), "cache": self._cache_listing(),
                 "jobs": sorted(_listing(self.jobs)), "kept": kept}
 
@@ -329,28 +325,6 @@ class Agent:
                 names.append(entry.name)
         return sorted(names)
 
-    def _start_daemon(self, address: str) -> dict[str, Any]:
-        sdir = self.scratch / SHUFFLE_DIR
-        _write_private(sdir / PASSWORD_FILE, self.secret + "\n")
-        _write_private(sdir / "secrets", f"{SHUFFLE_USER}:{self.secret}\n")
-        conf = sdir / "rsyncd.conf"
-        _write_private(conf, _daemon_config(self.scratch, self.cache, os.geteuid(),
-                                            os.getegid()))
-        error = ""
-        for _ in range(8):
-            port = _free_port(address)
-            proc = subprocess.Popen(
-                ["rsync", "--daemon", "--no-detach", f"--address={address}", f"--port={port}",
-                 f"--config={conf}"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                start_new_session=True, cwd=str(self.scratch))
-            error = _wait_listening(proc, address, port)
-            if not error:
-                self.daemon = proc
-                return {"address": address, "port": port, "user": SHUFFLE_USER,
-                        "module": SHUFFLE_MODULE, "root": str(self.scratch / "map")}
-        raise RuntimeError(f"cannot start the shuffle rsync daemon on {address}: {error}")
-
     # --- requests -----------------------------------------------------------------------------
 
     def send(self, msg: dict[str, Any]) -> None:
@@ -388,6 +362,9 @@ class Agent:
                 for name in msg.get("names", []):
                     if _REL_RE.fullmatch(name) and "/" not in name:
                         _touch(self.cache / name)
+            elif op == "allow":  # the run's hosts: their daemons' peers
+                if self.daemon is not None:
+                    self.daemon.allow([str(a) for a in msg.get("addresses", [])])
             elif op == "keep":
                 self._note_keep(msg)
             elif op == "adopt":
@@ -524,7 +501,7 @@ class Agent:
             return
         self.stopping = True
         if self.daemon is not None:
-            _kill_group(self.daemon.pid)
+            self.daemon.stop()
         deadline = time.monotonic() + 5
         while True:
             pids = _tagged_pids(self.token)
@@ -533,11 +510,6 @@ class Agent:
             for pid in pids:
                 _kill_group(pid)
             time.sleep(0.02)
-        if self.daemon is not None:
-            try:
-                self.daemon.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                pass
         if keep:
             self._keep_committed()
         _remove_locked(self.scratch)
@@ -553,50 +525,6 @@ def _remove_locked(scratch: Path) -> None:
             paths.remove(entry)
     paths.remove(scratch / LOCK_FILE)
     shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _daemon_config(scratch: Path, cache: Path, uid: int, gid: int) -> str:
-    sdir = scratch / SHUFFLE_DIR
-    module = ["read only = yes", "list = no", f"auth users = {SHUFFLE_USER}",
-              f"secrets file = {sdir / 'secrets'}", "strict modes = yes", "numeric ids = yes",
-              "open noatime = yes", ""]
-    return "\n".join([
-        f"uid = {uid}", f"gid = {gid}", "use chroot = no", "reverse lookup = no",
-        "forward lookup = no", "max connections = 0", f"log file = {sdir / 'rsyncd.log'}",
-        "transfer logging = no", f"timeout = {FETCH_TIMEOUT}", "",
-        f"[{SHUFFLE_MODULE}]", f"path = {scratch / 'map'}", *module,
-        f"[{CACHE_MODULE}]", f"path = {cache}", *module,
-    ])
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-
-
-def _free_port(address: str) -> int:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((address, 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_listening(proc: subprocess.Popen[bytes], address: str, port: int) -> str:
-    """'' once the daemon accepts connections, else why it did not."""
-    deadline = time.monotonic() + 5
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            assert proc.stderr is not None
-            return proc.stderr.read().decode("utf-8", "replace").strip()[-300:]
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.settimeout(0.5)
-            if s.connect_ex((address, port)) == 0:
-                return ""
-        time.sleep(0.01)
-    _kill_group(proc.pid)
-    return "not listening after 5s"
 
 
 def _server_address() -> str:

@@ -72,6 +72,7 @@ AGENT_START_TIMEOUT = 30.0  # seconds for the agent to report (python start, mkd
 DEAD_AFTER = float(min(10, SERVER_ALIVE_INTERVAL * SERVER_ALIVE_COUNT_MAX))
 WATCH_SECONDS = 0.5  # how often the liveness of each host is checked (and its agent pinged)
 VERIFY_TIMEOUT = 120.0  # hashing a shard or an attempt's map outputs on the host
+ALLOW_TIMEOUT = 10.0  # a member's agent rewriting its daemon's hosts allow
 STOP_TIMEOUT = 10.0  # waiting for the agent's cleanup at the end of a run
 RSYNC_TIMEOUT = 60  # rsync --timeout: seconds without I/O
 TRANSFER_THREADS = 2  # concurrent shard transfers per host
@@ -334,16 +335,36 @@ class ShuffleGroup:
         self.used = False
         self.lock = threading.Lock()
         self.sums: dict[tuple[str, str], tuple[int, str]] = {}  # (host, map output) -> size, sha
+        self.addresses: set[str] = set()  # of the admitted members' hosts
+        self.admitted: list[SSHTransport] = []
+        self.admit_lock = threading.RLock()  # (a peer lost while admitting leaves)
 
     def join(self, t: SSHTransport) -> None:
         with self.lock:
             self.members[t.name] = t
             self.used = True
 
+    def admit(self, t: SSHTransport) -> None:
+        """Direct shuffle: before ``t`` is used, every member's daemon (``t``'s too) accepts
+        connections from the addresses of every admitted member's host, and from no others."""
+        with self.admit_lock:  # one at a time: each member ends with the whole set
+            self.addresses.update(str(a) for a in t._info.get("addresses", []))
+            everyone = sorted(self.addresses)
+            t.agent_request("allow", wait=True, addresses=everyone)
+            for m in self.admitted:
+                try:
+                    m.agent_request("allow", wait=True, timeout=ALLOW_TIMEOUT, addresses=everyone)
+                except (JobError, NoHostsError) as e:  # lost meanwhile: its watch says so
+                    log.info("host %s: not told about %s: %s", m.name, t.name, e)
+            self.admitted.append(t)
+
     def leave(self, t: SSHTransport) -> None:
         with self.lock:
             if self.members.get(t.name) is t:
                 del self.members[t.name]
+        with self.admit_lock:
+            if t in self.admitted:
+                self.admitted.remove(t)
 
     def peer(self, name: str) -> SSHTransport | None:
         with self.lock:
@@ -461,6 +482,8 @@ class SSHTransport:
             self._info = info
             self._cached = set(info.get("cache", []))
             self._jobs = set(info.get("jobs", []))
+            if self.shuffle == "direct":
+                self.group.admit(self)
             threading.Thread(target=self._watch, daemon=True, name=f"watch-{self.name}").start()
             self._setup.set_result(None)
         except BaseException as e:  # noqa: BLE001 - raised again by every waiting method

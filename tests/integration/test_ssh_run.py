@@ -334,6 +334,48 @@ def test_interrupt_leaves_no_process_and_no_scratch(sig: int, hosts: Path, lan: 
     assert listening(lan) == {}
 
 
+def _daemon_of(h: Any, timeout: float = 60) -> tuple[int, str]:
+    """(port, password) of the run's shuffle daemon on host h, once it runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in h.pids():
+            argv = _cmdline(p).split()
+            if "--daemon" in argv:
+                port = next(int(a.split("=", 1)[1]) for a in argv if a.startswith("--port="))
+                conf = next(a.split("=", 1)[1] for a in argv if a.startswith("--config="))
+                password = h.run(["cat", str(Path(conf).parent / "password")], check=True)
+                return port, password.stdout.strip()
+        time.sleep(0.1)
+    raise AssertionError(f"no shuffle daemon on {h.name}")
+
+
+def test_the_shuffle_daemons_accept_only_the_hosts_of_the_run(
+        lan: Lan, lan_mapred: str, tmp_path: Path, env: dict[str, str]) -> None:
+    full = lan.write_hosts_toml(tmp_path / "all.toml").read_text().split("\n\n[[host]]")
+    assert len(full) == 4
+    two = tmp_path / "two.toml"  # h1 and h2 only; h3 is a machine on the LAN, not in the run
+    two.write_text("\n\n[[host]]".join(full[:3]))
+    corpus = random_corpus(tmp_path / "corpus", 24, seed=os.getpid())
+    proc = _start_long_run(two, corpus, tmp_path / "out", env)
+    h1, h2, h3 = lan["h1"], lan["h2"], lan["h3"]
+    try:
+        port, password = _daemon_of(h1)
+
+        def list_map_module(h: Any) -> subprocess.CompletedProcess:
+            return h.run(["env", f"RSYNC_PASSWORD={password}", "rsync", "--contimeout=10",
+                          f"rsync://mapred@{h1.address}:{port}/map/"])
+
+        seen = list_map_module(h3)  # the right password, from a host outside the run: rsync
+        assert seen.returncode == 5, seen  # hides a module a host may not reach ("Unknown")
+        assert "access denied" in seen.stderr or "Unknown module 'map'" in seen.stderr, seen
+        seen = list_map_module(h2)  # the same request from a host of the run
+        assert seen.returncode == 0, seen.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert wait_clean(lan) == {}
+
+
 # --------------------------------------------------------------------------- cache
 
 
