@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mrtest import ROOT, read_output, run_mapred
@@ -274,30 +275,38 @@ def _children_of(pid: int) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
-                                         (signal.SIGHUP, 129)])
-def test_interrupt_leaves_no_output_no_scratch_no_workers(signum, code, tmp_path, state_env):
+def _start_slow_run(tmp_path: Path, env: dict[str, str],
+                    **popen: Any) -> tuple[subprocess.Popen, Path, Path, list[int]]:
+    """A local run of a word count that takes 50 ms a line; (process, job, corpus, workers)
+    once its workers run."""
     corpus = tmp_path / "c"
     corpus.mkdir()
-    (corpus / "a.txt").write_bytes(b"x\n" * 200)
+    (corpus / "a.txt").write_bytes(b"x y\n" * 200)
     job = job_file(tmp_path, """\
         import time
         def mapper(line):
             time.sleep(0.05)
-            yield line, 1
+            yield from ((w, 1) for w in line.split())
         def reducer(key, values):
             yield key, sum(values)
     """)
-    env = {**os.environ, **state_env, "TMPDIR": str(tmp_path / "tmp")}
-    (tmp_path / "tmp").mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "mapred.cli", "run", str(job), str(corpus),
                              "-o", str(tmp_path / "o")], cwd=ROOT, env=env,
-                            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdin=subprocess.DEVNULL, **popen)
     deadline = time.monotonic() + 30
     while not _children_of(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     workers = _children_of(proc.pid)
     assert workers, "workers did not start"
+    return proc, job, corpus, workers
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
+                                         (signal.SIGHUP, 129)])
+def test_interrupt_leaves_no_output_no_scratch_no_workers(signum, code, tmp_path, state_env):
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, **state_env, "TMPDIR": str(tmp_path / "tmp")}
+    proc, _, _, workers = _start_slow_run(tmp_path, env, stderr=subprocess.PIPE)
     time.sleep(1.0)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=30)
@@ -313,25 +322,8 @@ def test_interrupt_leaves_no_output_no_scratch_no_workers(signum, code, tmp_path
 
 
 def test_a_run_killed_with_sigkill_leaves_staging_the_next_run_removes(tmp_path, state_env):
-    corpus = tmp_path / "c"
-    corpus.mkdir()
-    (corpus / "a.txt").write_bytes(b"x y\n" * 200)
-    job = job_file(tmp_path, """\
-        import time
-        def mapper(line):
-            time.sleep(0.05)
-            yield from ((w, 1) for w in line.split())
-        def reducer(key, values):
-            yield key, sum(values)
-    """)
-    env = {**os.environ, **state_env}
-    proc = subprocess.Popen([sys.executable, "-m", "mapred.cli", "run", str(job), str(corpus),
-                             "-o", str(tmp_path / "o")], cwd=ROOT, env=env,
-                            stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.monotonic() + 30
-    while not _children_of(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    proc, job, corpus, _ = _start_slow_run(tmp_path, {**os.environ, **state_env},
+                                           stderr=subprocess.DEVNULL, start_new_session=True)
     os.killpg(proc.pid, signal.SIGKILL)  # the coordinator and its workers: a power cut
     proc.wait(timeout=10)
     left = list(tmp_path.glob(".o.mapred-*"))
