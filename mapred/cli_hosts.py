@@ -21,12 +21,14 @@ import importlib.metadata
 import io
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -168,10 +170,11 @@ def _judge(report: HostReport, host: Any) -> None:
                                f"{'.'.join(map(str, sys.version_info[:3]))}; major.minor must "
                                "match)")
     else:
-        report.fields.append(f"python {there}")
+        report.fields.append(f"python {there} ({host.python})")
     if p["mapred"] != __version__:
-        report.problems.append(f"mapred {p['mapred']} (this machine: {__version__}; run "
-                               "`mapred hosts setup`)")
+        report.problems.append(f"mapred {p['mapred']} for {host.python} (this machine: "
+                               f"{__version__}; run `mapred hosts setup`, then use the python "
+                               "it prints)")
     else:
         report.fields.append(f"mapred {p['mapred']}")
     for name in RUNTIME_DEPS:
@@ -292,7 +295,36 @@ def download_wheels(probe: dict[str, Any], dest: Path) -> None:
         raise JobError(f"pip download of {', '.join(pinned_requirements())} failed: {tail}")
 
 
-def setup_host(host: Any, wheels: Path, *, base_python: str | None, accept_new: bool,
+class WheelDirs:
+    """One wheel directory per host platform (python, machine, libc) under ``root``, made once
+    however many hosts ask for it at the same time; the others wait for it, or get its error."""
+
+    def __init__(self, root: Path, mapred_wheel: Path) -> None:
+        self.root, self.mapred_wheel = root, mapred_wheel
+        self._lock = threading.Lock()
+        self._dirs: dict[str, Future[Path]] = {}
+
+    def get(self, probe: dict[str, Any]) -> Path:
+        name = _wheel_dir_name(probe)
+        with self._lock:
+            fut = self._dirs.get(name)
+            first = fut is None
+            if fut is None:
+                fut = self._dirs[name] = Future()
+        if first:
+            try:
+                own = self.root / name
+                own.mkdir(parents=True)
+                download_wheels(probe, own)
+                shutil.copy2(self.mapred_wheel, own / self.mapred_wheel.name)
+            except BaseException as e:
+                fut.set_exception(e)
+                raise
+            fut.set_result(own)
+        return fut.result()
+
+
+def setup_host(host: Any, wheels: WheelDirs, *, base_python: str | None, accept_new: bool,
                ssh_config: Path | None = None) -> str:
     """Install mapred and its runtime deps into WORKDIR/venv on host; the venv's python."""
     from mapred.hosts import resolve_ssh, rsync_remote, rsync_rsh
@@ -305,12 +337,7 @@ def setup_host(host: Any, wheels: Path, *, base_python: str | None, accept_new: 
         probe = _probe(conn, host, CHECK_TIMEOUT, python=python, modules=())
         work = probe["workdir"]
         venv, remote_wheels = f"{work}/venv", f"{work}/wheels"
-        own = wheels / _wheel_dir_name(probe)
-        if not own.is_dir():
-            own.mkdir(parents=True)
-            download_wheels(probe, own)
-        for whl in wheels.glob("mapred-*.whl"):
-            (own / whl.name).write_bytes(whl.read_bytes())
+        own = wheels.get(probe)
         q = shlex.quote
         exec_command(conn, host.name, f"mkdir -p -m 700 {q(work)} && mkdir -p {q(remote_wheels)}")
         rsync = ["rsync", "-s", "-r", "-t", "--timeout=60", "-e",
@@ -334,6 +361,25 @@ def setup_host(host: Any, wheels: Path, *, base_python: str | None, accept_new: 
         return vpy
     finally:
         conn.close()
+
+
+def setup_advice(hosts: list[Any], installed: dict[str, str]) -> str:
+    """What to put in hosts.toml so that runs and ``hosts check`` use the venvs just made."""
+    todo = {h.name: h for h in hosts if h.name in installed and h.python != installed[h.name]}
+    if not todo:
+        return "\nhosts.toml already names these interpreters: nothing to change"
+    pythons = set(installed.values())
+    per_host = [h for h in todo.values() if h.python_from == "host"]
+    lines = []
+    if len(pythons) == 1 and len(todo) > len(per_host):
+        lines += ["\nput this in hosts.toml [defaults]:", f'python = "{pythons.pop()}"']
+        todo = {h.name: h for h in per_host}
+        if todo:
+            lines.append("and in these [[host]] tables (their python overrides [defaults]):")
+    else:
+        lines.append("\nset python in these [[host]] tables of hosts.toml:")
+    lines += [f'  {name}: python = "{installed[name]}"' for name in todo]
+    return "\n".join(lines)
 
 
 def _wheel_dir_name(probe: dict[str, Any]) -> str:
@@ -408,8 +454,7 @@ def setup_command(
     """
     _, remote = _cluster(hosts)
     with tempfile.TemporaryDirectory(prefix="mapred-wheels-") as tmp:
-        wheels = Path(tmp)
-        build_wheel(wheels)
+        wheels = WheelDirs(Path(tmp) / "platforms", build_wheel(Path(tmp)))
         results: dict[str, str] = {}
         with ThreadPoolExecutor(max_workers=max(1, min(16, len(remote)))) as pool:
             futures = {h.name: pool.submit(setup_host, h, wheels, base_python=python,
@@ -421,13 +466,7 @@ def setup_command(
                                f"{', '.join(pinned_requirements())} installed: {results[name]}")
                 except Exception as e:  # noqa: BLE001 - one line per host
                     typer.echo(f"{name}: FAIL  {getattr(e, 'message', None) or e}")
-    pythons = sorted(set(results.values()))
-    if len(pythons) == 1:
-        typer.echo(f'\nput this in hosts.toml [defaults]:\npython = "{pythons[0]}"')
-    elif pythons:
-        typer.echo("\nset python per host in hosts.toml:")
-        for name, py in results.items():
-            typer.echo(f'  {name}: python = "{py}"')
+    typer.echo(setup_advice(remote, results))
     if len(results) < len(remote):
         _exit_for(EXIT_SOME_FAIL if results else EXIT_NONE_USABLE,
                   [h.name for h in remote if h.name not in results], len(remote))

@@ -23,7 +23,7 @@ import socket
 import sys
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
@@ -82,6 +82,7 @@ class Host:
     cores: int | None = None
     memory: int | None = None
     local: bool = False
+    python_from: str = field(default="builtin", compare=False)  # "host", "defaults", "builtin"
 
 
 @dataclass(frozen=True)
@@ -333,7 +334,9 @@ def _parse_host(
         defaults = {k: v for k, v in defaults.items() if k not in SSH_ONLY_KEYS}
     merged = {**defaults, **values}
     merged.setdefault("python", sys.executable if local else DEFAULT_PYTHON)
-    return Host(**merged, local=local)
+    python_from = "host" if "python" in values else "defaults" if "python" in defaults \
+        else "builtin"
+    return Host(**merged, local=local, python_from=python_from)
 
 
 def _parse_hosts(value: object, defaults: Mapping[str, Any], file: str, base: Path) -> list[Host]:

@@ -447,25 +447,41 @@ def _cache_dirs(host: Any) -> dict[str, int]:
     return dirs
 
 
-def test_hosts_setup_installs_a_working_venv(lan: Lan, lan_mapred: str, tmp_path: Path,
-                                             env: dict[str, str]) -> None:
-    """From a bare Debian python3: wheels downloaded here, shipped, installed offline there."""
+def test_hosts_setup_installs_a_working_venv_on_every_host_at_once(
+        lan: Lan, lan_mapred: str, awkward_corpus: Path, tmp_path: Path,
+        env: dict[str, str]) -> None:
+    """From a bare Debian python3 on three hosts at once: wheels downloaded here once, shipped,
+    installed offline there; its advice, followed, makes check and a run work; run again, it
+    changes nothing."""
     workdir = f"{WORKDIR}/setup-{uuid.uuid4().hex[:8]}"
     hosts = lan.write_hosts_toml(tmp_path / "hosts.toml", python="/usr/bin/python3",
                                  workdir=workdir)
-    text = hosts.read_text()
-    hosts.write_text(text[:text.index("[[host]]", text.index("[[host]]") + 1)])  # h1 only
+    h2_line = f'address = "{lan["h2"].address}"\n'
+    hosts.write_text(hosts.read_text().replace(  # h2 names its python: it overrides [defaults]
+        h2_line, h2_line + 'python = "/usr/bin/python3"\n'))
     before = _cache_dirs(lan["h1"])
-    proc = mapred("hosts", "setup", "--hosts", hosts, env=env, timeout=900)
+    proc = mapred("hosts", "setup", "--hosts", hosts, env=env, timeout=1200)
+    out = proc.stdout.decode()
     venv_python = f"{workdir}/venv/bin/python"
-    assert f'python = "{venv_python}"' in proc.stdout.decode(), proc.stdout
+    assert out.count(" installed: ") == 3, out
+    assert f'[defaults]:\npython = "{venv_python}"' in out, out
+    assert f'h2: python = "{venv_python}"' in out and "h1: python" not in out, out
     hosts.write_text(hosts.read_text().replace('"/usr/bin/python3"', f'"{venv_python}"'))
     check = mapred("hosts", "check", "--hosts", hosts, env=env)
-    assert " ok " in check.stdout.decode(), check.stdout
+    lines = check.stdout.decode().splitlines()
+    assert len([ln for ln in lines if " ok " in ln and f"({venv_python})" in ln]) == 3, lines
+    mapred("run", "wordcount", awkward_corpus, "-o", tmp_path / "local", "--reducers", "2",
+           env=env)
+    mapred("run", "wordcount", awkward_corpus, "-o", tmp_path / "lan", "--reducers", "2",
+           "--hosts", hosts, env=env)
+    assert parts(tmp_path / "lan") == parts(tmp_path / "local")
+    again = mapred("hosts", "setup", "--hosts", hosts, env=env, timeout=1200).stdout.decode()
+    assert again.count(" installed: ") == 3 and "nothing to change" in again, again
     # setup compiled the new install's kernels into the host's numba cache (one directory per
     # source directory: the new venv's is new), so its first run does not compile
     after = _cache_dirs(lan["h1"])
     new = [d for d in after if d not in before]
     engine = [d for d in new if d.rsplit("/", 1)[-1].startswith("mapred_")]
     assert len(engine) == 1 and after[engine[0]] >= 5, (before, after)
-    lan["h1"].run(["rm", "-rf", workdir], check=True)
+    for h in lan.hosts:
+        h.run(["rm", "-rf", workdir], check=True)
