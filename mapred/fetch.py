@@ -240,15 +240,11 @@ class Agent:
     def start(self) -> dict[str, Any]:
         os.umask(0o077)
         os.environ[TOKEN_ENV] = self.token  # inherited by the daemon: killed with the run
-        subdirs = WORKDIR_SUBDIRS
-        for when in ("before", "after"):  # and once created: nothing raced in meanwhile
-            why = workdir.problem(str(self.workdir), subdirs)
-            if why is not None:
-                raise UnsafeWorkdir(f"workdir refused: {why}")
-            if when == "before":
-                self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-                for d in subdirs:
-                    (self.workdir / d).mkdir(exist_ok=True, mode=0o700)
+        self._check_workdir()
+        self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for d in WORKDIR_SUBDIRS:
+            (self.workdir / d).mkdir(exist_ok=True, mode=0o700)
+        self._check_workdir()  # again once created: nothing raced in meanwhile
         self._sweep_runs()
         kept = self._sweep_kept()
         self._make_scratch()
@@ -264,6 +260,11 @@ class Agent:
                 "daemon": self.daemon_info, "rsync": bool(
                     shutil.which("rsync")), "cache": self._cache_listing(),
                 "jobs": sorted(_listing(self.jobs)), "kept": kept}
+
+    def _check_workdir(self) -> None:
+        why = workdir.problem(str(self.workdir), WORKDIR_SUBDIRS)
+        if why is not None:
+            raise UnsafeWorkdir(f"workdir refused: {why}")
 
     def _make_scratch(self) -> None:
         """The run dir appears (a rename) only once its lock is held: a sweep by another agent

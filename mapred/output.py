@@ -21,6 +21,7 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
+import logging
 import os
 import re
 import shutil
@@ -33,6 +34,7 @@ from mapred.errors import JobError, LockedError, UsageError
 
 SUCCESS = "_SUCCESS"
 _RENAME_EXCHANGE = 2
+log = logging.getLogger("mapred")
 
 
 _OURS = re.compile(r"part-\d{5,}|\.part-\d{5,}\..+\.tmp")  # what a committed OUT may hold
@@ -96,14 +98,9 @@ class OutputLock:
 
     def __enter__(self) -> OutputLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise LockedError(f"another mapred run is writing {self.output}") from None
-            raise
+        fd = _try_lock(self.path, os.O_RDWR | os.O_CREAT)
+        if fd is None:
+            raise LockedError(f"another mapred run is writing {self.output}")
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
@@ -119,7 +116,8 @@ class OutputLock:
         """Make this run's staging directory, flocked while the run lives, after removing what
         dead runs left beside OUT."""
         assert self._fd is not None, "stage() needs the lock held"
-        self.sweep()
+        for what in self.sweep():
+            log.info("%s (left by a run that was killed)", what)
         staging = paths.staging_dir(self.output, run_id)
         staging.mkdir(mode=0o755)
         self._staging_fd = _try_lock(staging)
@@ -131,8 +129,8 @@ class OutputLock:
         run is dead when nothing holds its staging directory's lock. Returns what it did."""
         done, parent = [], self.output.parent
         prefix = f".{self.output.name}.mapred-"
-        runs = {m.group(2): m.group(1) for m in
-                (re.fullmatch(rf"{re.escape(prefix)}(old-)?({paths.RUN_ID_RE})", n)
+        runs = {m.group(1) for m in
+                (re.fullmatch(rf"{re.escape(prefix)}(?:old-)?({paths.RUN_ID_RE})", n)
                  for n in _names(parent)) if m}
         for run_id in sorted(runs):
             staging = paths.staging_dir(self.output, run_id)
@@ -161,9 +159,10 @@ def _names(directory: Path) -> list[str]:
         return []
 
 
-def _try_lock(directory: Path) -> int | None:
-    """An fd holding an exclusive flock on directory, or None when another process holds it."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+def _try_lock(path: Path, flags: int = os.O_RDONLY | os.O_DIRECTORY) -> int | None:
+    """An fd holding an exclusive flock on path (by default a directory), or None when another
+    process holds it."""
+    fd = os.open(path, flags, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
