@@ -666,8 +666,8 @@ def derive_counters(attempts: Iterable[Attempt], events: Iterable[JSON]) -> dict
         "records_in": sum(a.records for a in maps),
         "keys_out": sum(a.keys for a in reds),
         "bytes_out": sum(a.bytes_out for a in reds),
-        "map_tasks": len({a.task for a in attempts if a.kind == "map"}),
-        "reduce_tasks": len({a.task for a in attempts if a.kind == "reduce"}),
+        "map_tasks": len({a.task for a in maps}),  # committed, as in the summary
+        "reduce_tasks": len({a.task for a in reds}),
         "retries": sum(n - 1 for n in first.values()),
         "backups": sum(a.backup for a in attempts),
         "hosts_lost": len({_str(e.get("host")) for e in events if e["event"] == "host_lost"}),

@@ -860,6 +860,11 @@ class Runner:
                        for s in shards],
         })
 
+    def _committed_tasks(self, kind: str) -> int:
+        if self.sched is None:
+            return 0
+        return sum(1 for t in self.sched.tasks.values() if t.kind == kind and t.committed)
+
     def _write_summary(self, status: str, code: int, error: str | None, seconds: float,
                        nshards: int, reducers: int) -> None:
         assert self.journal is not None
@@ -874,7 +879,9 @@ class Runner:
                 "bytes_in": c.get("map_bytes_in", 0), "records_in": c.get("map_records", 0),
                 "pairs": c.get("map_pairs", 0), "keys_out": c.get("reduce_keys_out", 0),
                 "bytes_out": c.get("reduce_bytes_out", 0), "shuffle_bytes":
-                c.get("map_bytes_out", 0), "map_tasks": nshards, "reduce_tasks": reducers,
+                c.get("map_bytes_out", 0), "map_tasks": self._committed_tasks(scheduler.MAP),
+                "reduce_tasks": self._committed_tasks(scheduler.REDUCE),
+                "map_tasks_planned": nshards, "reduce_tasks_planned": reducers,
                 "spills": c.get("map_spills", 0), "retries": self.failed_attempts,
                 "maps_reused": c.get("map_reused", 0),
                 "backups": self.sched.backups if self.sched else 0,

@@ -82,6 +82,31 @@ def test_metrics_file_parses_and_keeps_last_success(corpus, tmp_path, state_env)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_metrics_name_their_job_and_count_only_committed_tasks(corpus, tmp_path, state_env):
+    """Each job's series carry mapred_job (Prometheus owns `job`); a failed run of another job
+    on the same file never inherits this job's last success; a failed reduce is not counted."""
+    prom = tmp_path / "shared.prom"
+    run_mapred("run", "wordcount", corpus, "-o", tmp_path / "o", "--metrics-file", prom,
+               env=state_env)
+    families = list(text_string_to_metric_families(prom.read_text()))
+    labels = [s.labels for f in families for s in f.samples]
+    assert labels and all(lb.get("mapred_job") == "wordcount" and "job" not in lb
+                          for lb in labels)
+    bad = tmp_path / "badreduce.py"
+    bad.write_text("def mapper(l):\n    yield l, 1\n"
+                   "def reducer(k, v):\n    raise ValueError('no')\n")
+    proc = run_mapred("run", bad, corpus, "-o", tmp_path / "o2", "--metrics-file", prom,
+                      "--max-attempts", "1", "-r", "2", check=False, env=state_env)
+    assert proc.returncode == 1
+    assert "held the metrics of job wordcount" in proc.stderr.decode()
+    m = metrics(prom)
+    assert "mapred_last_success_timestamp_seconds" not in m
+    assert m["mapred_tasks{kind=map}"] == 1 and m["mapred_tasks{kind=reduce}"] == 0
+    assert m["mapred_tasks_planned{kind=reduce}"] == 2
+    assert {s.labels["mapred_job"] for f in text_string_to_metric_families(prom.read_text())
+            for s in f.samples} == {"badreduce"}
+
+
 def test_deadline_fails_cleanly(corpus, tmp_path, state_env):
     job = tmp_path / "slow.py"
     job.write_text(SLOW_JOB.replace("0.02", "0.5"))
