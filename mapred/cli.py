@@ -124,7 +124,7 @@ def run(
     metrics = _Metrics(metrics_file, job)
     try:
         _run(job, corpus, output, hosts, reducers, param, overwrite, shard_size, max_attempts,
-             state_dir, deadline, quiet or log_format == "json", metrics, speculation,
+             state_dir, deadline, quiet, metrics, speculation,
              resume_run, accept_new_host_keys)
     except MapredError as e:
         metrics.write(e.exit_code, None)
@@ -136,7 +136,7 @@ def run(
 
 def _run(job: str, corpus: Path, output: Path, hosts: Path | None, reducers: int | None,
          param: list[str] | None, overwrite: bool, shard_size: str, max_attempts: int,
-         state_dir: Path | None, deadline: str | None, no_bar: bool,
+         state_dir: Path | None, deadline: str | None, quiet: bool,
          metrics: _Metrics, speculation: bool, resume_run: bool,
          accept_new_host_keys: bool) -> None:
     from mapred import job as jobmod
@@ -158,19 +158,34 @@ def _run(job: str, corpus: Path, output: Path, hosts: Path | None, reducers: int
         argv=tuple(sys.argv),
         hosts_file=_hosts_file(hosts),
     )
-    runner = _runner(cfg, hosts, no_bar, accept_new_host_keys)
+    runner = _runner(cfg, hosts, quiet, accept_new_host_keys)
     try:
         summary = runner.execute()
     finally:
         if runner.summary_data is not None:
             metrics.write(int(runner.summary_data.get("exit_code", 1)), runner.summary_data)
+    log.info("%s", _summary_line(summary),
+             extra={"event": "run_finished", "fields": {"seconds": round(summary.seconds, 3),
+                                                         "output": str(summary.output)}})
+
+
+def _summary_line(summary: Any) -> str:
+    """``45.2 MiB in 12 shards -> 1,234 keys in 2 parts, out/ in 3.21 s (run ...)``: sizes in
+    the units of the progress bar (input bytes as on disk; gzip input also decompressed)."""
+    from mapred.units import fmt_bytes, fmt_duration
+
     c = summary.counters
-    log.info(
-        "%s bytes in %d shards -> %s keys in %d parts, %s/ in %.2fs (run %s)",
-        f"{c.get('map_bytes_in', 0):,}", summary.shards, f"{c.get('reduce_keys_out', 0):,}",
-        summary.reducers, summary.output, summary.seconds, summary.run_id,
-        extra={"event": "run_finished", "fields": {"seconds": round(summary.seconds, 3),
-                                                    "output": str(summary.output)}})
+    size = fmt_bytes(c.get("input_bytes", 0))
+    if c.get("input_gzip"):
+        size += f" ({fmt_bytes(c.get('map_bytes_in', 0))} decompressed)"
+    return (f"{size} in {_plural(summary.shards, 'shard')} -> "
+            f"{_plural(c.get('reduce_keys_out', 0), 'key')} in "
+            f"{_plural(summary.reducers, 'part')}, {summary.output}/ in "
+            f"{fmt_duration(summary.seconds)} (run {summary.run_id})")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
 
 
 class _Metrics:
@@ -211,12 +226,12 @@ def _state(explicit: Path | None) -> Path:
     return paths.state_dir(explicit)
 
 
-def _runner(cfg: Any, hosts_file: Path | None, no_bar: bool, accept_new: bool) -> Any:
+def _runner(cfg: Any, hosts_file: Path | None, quiet: bool, accept_new: bool) -> Any:
     transports = _transports(hosts_file, cfg, accept_new)  # first: workers start at once
     from mapred.progress import make_progress
     from mapred.runner import Runner
 
-    return Runner(cfg, transports, make_progress(no_bar))
+    return Runner(cfg, transports, make_progress(quiet))
 
 
 def _hosts_file(given: Path | None) -> Path | None:

@@ -142,18 +142,20 @@ def run_map(
 # --- numba tier -----------------------------------------------------------------------------
 
 
-def _numba_buffers(spec: MapSpec) -> Iterator[tuple[Any, list[tuple[int, int, PieceSpec]]]]:
+def _numba_buffers(spec: MapSpec, progress: Progress,
+                   ) -> Iterator[tuple[Any, list[tuple[int, int, PieceSpec]]]]:
     """Buffers to scan, each with the (start, end, piece) segments it holds.
 
     One large piece is memory-mapped; several small files are read into one buffer (the key
-    table refers to a single buffer); gzip input comes in decompressed, newline-aligned parts.
+    table refers to a single buffer); gzip input comes in decompressed, newline-aligned parts
+    (its progress is the compressed bytes read, reported here).
     """
     import numpy as np
 
     if len(spec.pieces) == 1:
         piece = spec.pieces[0]
         if piece.gzip:
-            for buf in _gzip_pieces(piece):
+            for buf in _gzip_pieces(piece, progress):
                 yield buf, [(0, len(buf), piece)]
         elif piece.end > piece.start:
             with _opened(piece) as f:
@@ -179,14 +181,22 @@ def _numba_buffers(spec: MapSpec) -> Iterator[tuple[Any, list[tuple[int, int, Pi
     yield buf, segments
 
 
-def _gzip_pieces(piece: PieceSpec) -> Iterator[Any]:
+def _no_progress(nbytes: int) -> None:
+    pass
+
+
+def _gzip_pieces(piece: PieceSpec, progress: Progress) -> Iterator[Any]:
     """Decompressed pieces of a gzip file, each ending at a record boundary."""
     import numpy as np
 
     carry = b""
+    read = 0
     with _opened(piece) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as f:
         while True:
             block = f.read(GZIP_PIECE)
+            at = raw.tell()
+            progress(at - read)
+            read = at
             if not block:
                 break
             data = carry + block
@@ -207,11 +217,12 @@ def _map_numba(job: Job, spec: MapSpec, outs: _Outputs, progress: Progress) -> N
 
     agg = kernels.AGG_BY_NAME[job.aggregate]
     arrays = (np.empty(BATCH, np.int64), np.empty(BATCH, np.int64), np.empty(BATCH, np.int64))
-    for buf, segments in _numba_buffers(spec):
+    for buf, segments in _numba_buffers(spec, progress):
         table = kernels.KeyTable(buf, agg)
         for a, b, piece in segments:
             view = buf[a:b] if len(segments) > 1 else buf
-            table = _scan_segment(job, view, a, piece, table, arrays, outs, progress)
+            table = _scan_segment(job, view, a, piece, table, arrays, outs,
+                                  _no_progress if piece.gzip else progress)
         lines = int(kernels.count_byte(buf, 10))
         ends_open = sum(1 for a, b, _ in segments if b > a and buf[b - 1] != 10)
         outs.add("records", lines + ends_open)
@@ -292,15 +303,21 @@ def _flush_table(table: Any, outs: _Outputs, agg: int) -> None:
 # --- plain tier -----------------------------------------------------------------------------
 
 
-def _plain_records(piece: PieceSpec) -> Iterator[tuple[int, bytes]]:
-    """(offset, record) pairs of one piece; records without their final newline."""
+def _plain_records(piece: PieceSpec, progress: Progress) -> Iterator[tuple[int, bytes]]:
+    """(offset, record) pairs of one piece; records without their final newline. A gzip
+    piece reports its progress here (compressed bytes read); the caller counts the others'."""
     if piece.gzip:
-        offset = 0
+        offset = read = 0
         try:
             with _opened(piece) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as f:
-                for line in f:
+                for n, line in enumerate(f):
                     yield offset, line[:-1] if line.endswith(b"\n") else line
                     offset += len(line)
+                    if n & 0x3FFF == 0:
+                        at = raw.tell()
+                        progress(at - read)
+                        read = at
+                progress(raw.tell() - read)
         except InputChanged:
             raise
         except (OSError, EOFError, zlib.error) as e:
@@ -324,7 +341,7 @@ def _map_plain(job: Job, spec: MapSpec, outs: _Outputs, progress: Progress) -> N
     groups: dict[bytes, list[Any]] = {}
     held = 0
     done = 0
-    for piece, offset, record in _all_records(spec):
+    for piece, offset, record in _all_records(spec, progress):
         for k, value in _call_mapper(job, record, piece, offset):
             bucket = groups.get(k)
             if bucket is None:
@@ -336,7 +353,8 @@ def _map_plain(job: Job, spec: MapSpec, outs: _Outputs, progress: Progress) -> N
         outs.add("records", 1)
         size = len(record) + 1
         outs.add("bytes_in", size)
-        done += size
+        if not piece.gzip:
+            done += size
         if done >= 1 << 20:
             progress(done)
             done = 0
@@ -347,9 +365,9 @@ def _map_plain(job: Job, spec: MapSpec, outs: _Outputs, progress: Progress) -> N
     _spill(job, groups, outs)
 
 
-def _all_records(spec: MapSpec) -> Iterator[tuple[PieceSpec, int, bytes]]:
+def _all_records(spec: MapSpec, progress: Progress) -> Iterator[tuple[PieceSpec, int, bytes]]:
     for piece in spec.pieces:
-        for offset, record in _plain_records(piece):
+        for offset, record in _plain_records(piece, progress):
             yield piece, offset, record
 
 

@@ -82,12 +82,18 @@ class Summary:
 
 
 class Progress:
-    """What the runner reports as it goes; the CLI supplies a tqdm bar or log lines."""
+    """What the runner reports as it goes; the CLI supplies a tqdm bar or log lines.
+
+    Bytes are input bytes as planned (on disk, compressed for gzip files): ``advance`` never
+    counts a shard's bytes twice (retries and backups), and a committed shard counts whole."""
 
     def start(self, total_bytes: int, shards: int) -> None: ...
     def advance(self, nbytes: int) -> None: ...
     def shard_done(self) -> None: ...
+    def reduce_start(self, partitions: int) -> None: ...
+    def partition_done(self) -> None: ...
     def phase(self, name: str) -> None: ...
+    def tick(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -132,6 +138,8 @@ class Runner:
         self.committed: dict[str, tuple[str, dict[str, int], float]] = {}
         self.attempts_lost = 0
         self.shards_done: set[str] = set()
+        self.parts_done: set[int] = set()  # partitions whose part file is committed
+        self.shard_bytes: dict[str, int] = {}  # task -> input bytes shown as mapped
         self.last_tick = 0.0
 
     # --- the whole run ----------------------------------------------------------------------
@@ -261,8 +269,7 @@ class Runner:
             if found is not None and found[0] in self.transports:
                 sched.handle(scheduler.Preloaded(shard.task, found[0], found[1]),
                              time.monotonic())
-                self.progress.advance(shard.size)
-                self.progress.shard_done()
+                self._shard_committed(shard.task)
                 reused += 1
         self.counters["map_reused"] = reused
         log.info("resuming run %s: %d of %d map tasks reused", self.previous.run_id, reused,
@@ -397,7 +404,7 @@ class Runner:
     # --- event loop -------------------------------------------------------------------------
 
     def _loop(self, sched: scheduler.Scheduler) -> None:
-        reduce_phase = False
+        reduce_phase = reduce_started = False
         while True:
             now = time.monotonic()
             if self.deadline_at is not None and now > self.deadline_at:
@@ -424,8 +431,12 @@ class Runner:
                 assert self.journal is not None
                 self.journal.event("phase", phase="reduce" if reduce_phase else "map")
                 self.progress.phase("reduce" if reduce_phase else "map")
+                if reduce_phase and not reduce_started:
+                    reduce_started = True
+                    self.progress.reduce_start(self.reducers)
 
     def _tick(self, sched: scheduler.Scheduler) -> bool:
+        self.progress.tick()
         if self._feed(sched, scheduler.Tick()):
             return True
         for lost in self._silent_slots():
@@ -466,7 +477,7 @@ class Runner:
         if ev == "init_failed":
             raise JobLoadError(msg["error"], detail=msg.get("detail"))
         if ev == "progress":
-            self.progress.advance(int(msg["bytes"]))
+            self._mapped(msg["attempt"], int(msg["bytes"]))
         elif ev == "done" and sched.is_running(slot, msg["attempt"]):
             self._finish(msg)
         elif ev == "failed":
@@ -738,10 +749,11 @@ class Runner:
         if ins.kind == scheduler.REDUCE:
             assert self.parts is not None
             self.parts.commit(ins.attempt, info["partition"])
+            if info["partition"] not in self.parts_done:
+                self.parts_done.add(info["partition"])
+                self.progress.partition_done()
         else:
-            if ins.task not in self.shards_done:
-                self.shards_done.add(ins.task)
-                self.progress.shard_done()
+            self._shard_committed(ins.task)
             outputs = self.sched.tasks[ins.task].outputs
             t = self.transports[ins.host]
             remote = remote_host(t)
@@ -751,6 +763,27 @@ class Runner:
                                        time.monotonic() - info["t0"])
         self._end_attempt(ins.attempt, "ok", counters=ins.counters, outputs=outputs,
                           sums=info.get("sums"))
+
+    def _mapped(self, attempt: str, nbytes: int) -> None:
+        """A map attempt read ``nbytes`` more: the bar shows each shard's furthest attempt."""
+        info = self.attempt_info.get(attempt)
+        if info is None or info["kind"] != scheduler.MAP or info["task"] not in self.shards:
+            return
+        info["mapped"] = done = info.get("mapped", 0) + nbytes
+        self._show_mapped(info["task"], done)
+
+    def _show_mapped(self, task: str, done: int) -> None:
+        shown = self.shard_bytes.get(task, 0)
+        done = min(done, self.shards[task].size)
+        if done > shown:
+            self.shard_bytes[task] = done
+            self.progress.advance(done - shown)
+
+    def _shard_committed(self, task: str) -> None:
+        self._show_mapped(task, self.shards[task].size)
+        if task not in self.shards_done:
+            self.shards_done.add(task)
+            self.progress.shard_done()
 
     def _tally(self) -> None:
         """Counters and per-host figures of the attempts committed now (a map attempt whose
@@ -772,6 +805,9 @@ class Runner:
             stats["busy_seconds"] += busy
         if "map_reused" in self.counters:
             counters["map_reused"] = self.counters["map_reused"]
+        mapped = [self.shards[t] for t in self.shards_done if t in self.shards]
+        counters["input_bytes"] = sum(s.size for s in mapped)  # as planned: on disk
+        counters["input_gzip"] = int(any(p.file.gzip for s in mapped for p in s.pieces))
         self.counters, self.host_stats = counters, hosts
 
     def _end_attempt(self, attempt: str, outcome: str, error: str | None = None,
@@ -877,6 +913,7 @@ class Runner:
             "error": error,
             "counters": {
                 "bytes_in": c.get("map_bytes_in", 0), "records_in": c.get("map_records", 0),
+                "input_bytes": c.get("input_bytes", 0),
                 "pairs": c.get("map_pairs", 0), "keys_out": c.get("reduce_keys_out", 0),
                 "bytes_out": c.get("reduce_bytes_out", 0), "shuffle_bytes":
                 c.get("map_bytes_out", 0), "map_tasks": self._committed_tasks(scheduler.MAP),

@@ -152,8 +152,9 @@ class Worker:
                                  p.get("mtime_ns")) for p in msg["pieces"])
         spec = MapSpec(msg["task"], msg["attempt"], pieces)
         out_dir = paths.map_attempt_dir(self.scratch, spec.attempt)
-        result = run_map(self.job, spec, out_dir, self.reducers, self.seed,
-                         _Progress(self.channel, spec.attempt), self.budget)
+        progress = _Progress(self.channel, spec.attempt)
+        result = run_map(self.job, spec, out_dir, self.reducers, self.seed, progress, self.budget)
+        progress.flush()  # the bytes since the last message: the bar must reach the end
         outputs = {str(p): runs for p, runs in result.outputs.items()}
         return {"outputs": outputs, "counters": result.counters}
 
@@ -195,7 +196,7 @@ def _check_job_hash(path: Path, expected: str | None) -> None:
 
 
 class _Progress:
-    """Throttled progress reporting: bytes mapped since the last event."""
+    """Throttled progress reporting: input bytes mapped since the last event."""
 
     def __init__(self, channel: Channel, attempt: str) -> None:
         self.channel = channel
@@ -206,10 +207,14 @@ class _Progress:
     def __call__(self, nbytes: int) -> None:
         self.pending += nbytes
         now = time.monotonic()
-        if now - self.last >= PROGRESS_SECONDS and self.pending:
+        if now - self.last >= PROGRESS_SECONDS:
+            self.flush()
+            self.last = now
+
+    def flush(self) -> None:
+        if self.pending:
             self.channel.send("progress", attempt=self.attempt, bytes=self.pending)
             self.pending = 0
-            self.last = now
 
 
 def _warm_up(scratch: Path | None, job: Any = None) -> None:

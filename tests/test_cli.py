@@ -380,8 +380,11 @@ def test_flaky_worker_crash_recovers(tmp_path, state_env):
 
 def test_progress_bar_on_a_terminal_only(tmp_path, state_env, dictionary_sample):
     import pty
+    import struct
+    import termios
 
     master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))  # 0x0 hides bars
     env = {**os.environ, **state_env, "COLUMNS": "100"}
     proc = subprocess.Popen([sys.executable, "-m", "mapred.cli", "run", "ngrams",
                              str(dictionary_sample), "-o", str(tmp_path / "o"), "-p", "n=1"],
@@ -400,6 +403,11 @@ def test_progress_bar_on_a_terminal_only(tmp_path, state_env, dictionary_sample)
     assert proc.wait(timeout=120) == 0
     os.close(master)
     assert b"\r" in seen and b"shards" in seen and b"map" in seen, seen[-500:]
+    assert b"MiB/" in seen and b"reduce" in seen and b"partitions" in seen, seen[-500:]
+    # the bar is cleared before the summary line, which uses the same units
+    *_, cleared, last, _ = seen.split(b"\r")
+    assert cleared.strip() == b"", seen[-500:]
+    assert re.match(rb"mapred: \d+\.\d MiB in \d+ shards -> ", last), seen[-500:]
 
 
 @pytest.mark.parametrize("hidden", [("rsync",), ("ssh",), ("ssh", "rsync")])
