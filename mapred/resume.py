@@ -37,8 +37,10 @@ def job_fingerprint(job: Path, params: dict[str, str], reducers: int, seed: int,
 
 
 def shard_key(shard: Shard) -> str:
-    """What a map task's output depends on, besides the job: its pieces and their files."""
-    return json.dumps([[p.file.rel, p.start, p.end, p.file.size, p.file.mtime_ns, p.file.gzip]
+    """What a map task's output depends on, besides the job: its pieces and their files (and,
+    for a file reached through a symlink, the real file: a link pointed elsewhere is new input)."""
+    return json.dumps([[p.file.rel, p.start, p.end, p.file.size, p.file.mtime_ns, p.file.gzip,
+                        *([str(p.file.path)] if p.file.via_link else [])]
                        for p in shard.pieces])
 
 

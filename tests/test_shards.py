@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import io
+import json
+import logging
 import os
 from pathlib import Path
 
 import pytest
+import sysdeps
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mrtest import FORTUNES
 
+from mapred import resume
 from mapred.errors import UsageError
 from mapred.shards import align, cut_file, list_inputs, plan
+from mapred.staging import shard_digest, stage_shard
 
 
 def records(data: bytes) -> list[bytes]:
@@ -83,19 +89,159 @@ def test_list_inputs_skips_hidden_and_sorts(tmp_path):
     assert names == ["-dash", "a/z.txt", "b.txt", "sp ace"]
 
 
-def test_symlink_outside_the_corpus_is_refused(tmp_path):
+def rels(corpus: Path, **kw) -> list[str]:
+    return [f.rel for f in list_inputs(corpus, **kw)]
+
+
+def test_symlink_outside_the_corpus_is_refused_naming_link_target_and_option(tmp_path):
     corpus = tmp_path / "c"
     write(corpus, {"in.txt": b"in"})
-    (tmp_path / "secret").write_bytes(b"s")
+    write(tmp_path, {"secret": b"s", "elsewhere/x": b"x"})
     os.symlink(tmp_path / "secret", corpus / "link")
-    with pytest.raises(UsageError, match="symlink points outside the corpus: .*link"):
+    os.symlink("../elsewhere", corpus / "linked-dir")
+    with pytest.raises(UsageError) as e:
         list_inputs(corpus)
+    assert str(e.value) == (f"symlink points outside the corpus: {corpus / 'link'} -> "
+                            f"{tmp_path / 'secret'} (and 1 more); --follow-symlinks reads what "
+                            "such links point to")
 
 
-def test_symlink_inside_the_corpus_is_followed(tmp_path):
-    write(tmp_path, {"d/in.txt": b"in"})
-    os.symlink(tmp_path / "d" / "in.txt", tmp_path / "alias.txt")
-    assert [f.rel for f in list_inputs(tmp_path)] == ["alias.txt", "d/in.txt"]
+def test_a_link_to_a_file_read_directly_is_skipped_the_real_path_wins(tmp_path, caplog):
+    write(tmp_path, {"d/in.txt": b"in\n", "z.txt": b"z\n"})
+    os.symlink(tmp_path / "d" / "in.txt", tmp_path / "alias.txt")  # sorts before d/in.txt
+    os.symlink("in.txt", tmp_path / "d" / "in.u8")  # relative, as Debian's fortunes ship
+    with caplog.at_level(logging.DEBUG, logger="mapred"):
+        files = list_inputs(tmp_path)
+    assert [(f.rel, f.via_link) for f in files] == [("d/in.txt", False), ("z.txt", False)]
+    msgs = [r.getMessage() for r in caplog.records]
+    assert "corpus: alias.txt skipped: same file as d/in.txt" in msgs
+    assert "corpus: d/in.u8 skipped: same file as d/in.txt" in msgs
+    assert ("corpus: skipped 2 symlinks or hard links to files or folders already read (each "
+            "file is read once; -v names them)") in msgs
+
+
+def test_a_link_to_a_folder_inside_is_not_walked_again(tmp_path, caplog):
+    write(tmp_path, {"real/a": b"a\n", "real/sub/b": b"b\n"})
+    os.symlink("real", tmp_path / "again")
+    os.symlink("../real/sub", tmp_path / "real" / "sub-again")
+    with caplog.at_level(logging.DEBUG, logger="mapred"):
+        assert rels(tmp_path) == ["real/a", "real/sub/b"]
+    assert any("again -> " in r.getMessage() and "already read" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_link_inside_to_what_the_walk_skips_is_read_under_the_links_name(tmp_path):
+    write(tmp_path, {".hidden/notes": b"n\n", "a": b"a\n"})
+    os.symlink(".hidden/notes", tmp_path / "notes")
+    files = list_inputs(tmp_path)
+    assert [(f.rel, f.path, f.via_link) for f in files] == [
+        ("a", tmp_path / "a", False), ("notes", tmp_path / ".hidden" / "notes", True)]
+
+
+def test_follow_symlinks_reads_outside_targets_once_by_their_real_path(tmp_path):
+    corpus, ext = tmp_path / "c", tmp_path / "ext"
+    write(corpus, {"own": b"own\n"})
+    write(ext, {"f": b"f\n", "d/g": b"g\n"})
+    os.symlink(ext / "f", corpus / "a-file")
+    os.symlink(ext, corpus / "b-dir")  # holds f again: the first name in walk order wins
+    os.symlink(ext / "d", corpus / "c-sub")  # walked already under b-dir/d
+    os.symlink(corpus, ext / "back")  # into the corpus again: a cycle, not walked
+    os.symlink(".", ext / "d" / "self")
+    files = list_inputs(corpus, follow_symlinks=True)
+    assert [(f.rel, f.path, f.via_link) for f in files] == [
+        ("a-file", ext / "f", True), ("b-dir/d/g", ext / "d" / "g", True), ("own", corpus / "own",
+                                                                          False)]
+    assert all(not os.path.islink(f.path) and os.path.realpath(f.path) == str(f.path)
+               for f in files)
+
+
+def test_a_followed_link_outside_never_claims_a_file_read_directly(tmp_path):
+    corpus = tmp_path / "c"
+    write(corpus, {"z/real.txt": b"r\n"})
+    os.symlink(tmp_path, corpus / "a-up")  # outside: tmp_path, which holds the corpus itself
+    write(tmp_path, {"other.txt": b"o\n"})
+    assert rels(corpus, follow_symlinks=True) == ["a-up/other.txt", "z/real.txt"]
+
+
+def test_dangling_links_and_link_loops_are_skipped_with_a_warning(tmp_path, caplog):
+    write(tmp_path, {"a": b"a\n"})
+    os.symlink(tmp_path / "gone", tmp_path / "dangling")
+    os.symlink("a/below-a-file", tmp_path / "not-a-dir")
+    os.symlink("loop", tmp_path / "loop")
+    with caplog.at_level(logging.WARNING, logger="mapred"):
+        assert rels(tmp_path) == ["a"]
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        f"skipped dangling symlink {tmp_path / 'dangling'} -> {tmp_path / 'gone'}: its target "
+        "does not exist",
+        f"skipped dangling symlink {tmp_path / 'not-a-dir'} -> {tmp_path / 'a' / 'below-a-file'}"
+        ": its target does not exist",
+        f"skipped symlink {tmp_path / 'loop'}: it leads to a loop of symlinks"]
+
+
+def test_a_directory_cycle_ends(tmp_path):
+    write(tmp_path, {"d/e/f": b"f\n"})
+    os.symlink("../..", tmp_path / "d" / "e" / "up")
+    os.symlink(tmp_path / "d", tmp_path / "d" / "e" / "d-again")
+    assert rels(tmp_path) == ["d/e/f"]
+    assert rels(tmp_path / "d" / "e", follow_symlinks=True) == ["f"]  # up: all walked already
+
+
+def test_hard_links_are_one_file_first_name_in_walk_order(tmp_path):
+    write(tmp_path, {"b/x": b"x\n", "c": b"c\n"})
+    os.link(tmp_path / "b" / "x", tmp_path / "a")
+    os.link(tmp_path / "b" / "x", tmp_path / "b" / "y")
+    assert rels(tmp_path) == ["a", "c"]
+
+
+def test_an_output_a_followed_link_leads_into_is_refused(tmp_path):
+    corpus, ext = tmp_path / "c", tmp_path / "ext"
+    write(corpus, {"own": b"own\n"})
+    write(ext, {"out/part-00000": b"a\t1\n", "out/_SUCCESS": b""})
+    os.symlink(ext, corpus / "ext")
+    with pytest.raises(UsageError, match=r"corpus file ext/out/_SUCCESS \(reached through a "
+                       r"symlink\) is in the output .*/ext/out; choose another output"):
+        list_inputs(corpus, follow_symlinks=True, output=ext / "out")
+    assert rels(corpus, follow_symlinks=True, output=tmp_path / "o") == [
+        "ext/out/_SUCCESS", "ext/out/part-00000", "own"]
+
+
+def test_a_corpus_that_is_a_link_is_its_target(tmp_path):
+    write(tmp_path, {"real/a": b"a\n", "f.txt": b"f\n"})
+    os.symlink("real", tmp_path / "corpus")
+    os.symlink("f.txt", tmp_path / "one")
+    assert [(f.rel, f.via_link) for f in list_inputs(tmp_path / "corpus")] == [("a", False)]
+    [one] = list_inputs(tmp_path / "one")
+    assert (one.rel, one.path, one.via_link) == ("one", tmp_path / "f.txt", True)
+
+
+def test_fortunes_as_debian_ships_them_each_file_once():
+    fortunes = Path(sysdeps.need(str(FORTUNES / "fortunes"))).parent
+    links = [p for p in fortunes.iterdir() if p.is_symlink()]
+    assert links, "fortunes-min ships fortunes.u8 -> fortunes"
+    regular = sorted(p.name for p in fortunes.iterdir()
+                     if p.is_file() and not p.is_symlink() and not p.name.startswith("."))
+    assert rels(fortunes) == regular
+
+
+def test_a_shard_reached_through_a_link_stages_and_keys_its_real_file(tmp_path):
+    corpus, ext = tmp_path / "c", tmp_path / "ext"
+    write(corpus, {"own": b"own\n"})
+    write(ext, {"one": b"same size\n", "two": b"SAME SIZE\n"})
+    os.utime(ext / "two", ns=(os.stat(ext / "one").st_atime_ns, os.stat(ext / "one").st_mtime_ns))
+    os.symlink(ext / "one", corpus / "link")
+    shards = plan(list_inputs(corpus, follow_symlinks=True), 1)
+    linked = next(s for s in shards if s.pieces[0].file.rel == "link")
+    path, temporary = stage_shard(linked, tmp_path, shard_digest(linked))
+    assert (path, temporary) == (str(ext / "one"), False)  # rsync skips a symlink: never one
+    key = resume.shard_key(linked)
+    os.unlink(corpus / "link")
+    os.symlink(ext / "two", corpus / "link")  # same name, size and mtime; other bytes
+    again = next(s for s in plan(list_inputs(corpus, follow_symlinks=True), 1)
+                 if s.pieces[0].file.rel == "link")
+    assert resume.shard_key(again) != key
+    own = [s for s in shards if s.pieces[0].file.rel == "own"]
+    assert json.loads(resume.shard_key(own[0]))[0] == ["own", 0, 4, 4,
+                                                      own[0].pieces[0].file.mtime_ns, False]
 
 
 def test_missing_and_empty_corpus(tmp_path):
