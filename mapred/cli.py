@@ -98,6 +98,9 @@ def run(
     speculation: Annotated[bool, typer.Option(
         "--speculation/--no-speculation", help="Start a backup attempt of straggling tasks "
         "on idle workers; the first to finish wins.")] = True,
+    follow_symlinks: Annotated[bool, typer.Option(
+        "--follow-symlinks", help="Read what symlinks pointing outside the corpus point to "
+        "(without it such a link is refused).")] = False,
     state_dir: Annotated[Path | None, typer.Option(
         "--state-dir", help="Where run journals and locks live.",
         show_default="$XDG_STATE_HOME/mapred or ~/.local/state/mapred")] = None,
@@ -125,7 +128,7 @@ def run(
     try:
         _run(job, corpus, output, hosts, reducers, param, overwrite, shard_size, max_attempts,
              state_dir, deadline, quiet, metrics, speculation,
-             resume_run, accept_new_host_keys)
+             resume_run, accept_new_host_keys, follow_symlinks)
     except MapredError as e:
         metrics.write(e.exit_code, None)
         raise
@@ -138,7 +141,7 @@ def _run(job: str, corpus: Path, output: Path, hosts: Path | None, reducers: int
          param: list[str] | None, overwrite: bool, shard_size: str, max_attempts: int,
          state_dir: Path | None, deadline: str | None, quiet: bool,
          metrics: _Metrics, speculation: bool, resume_run: bool,
-         accept_new_host_keys: bool) -> None:
+         accept_new_host_keys: bool, follow_symlinks: bool) -> None:
     from mapred import job as jobmod
     from mapred.runner import RunConfig
 
@@ -157,6 +160,7 @@ def _run(job: str, corpus: Path, output: Path, hosts: Path | None, reducers: int
         resume=resume_run,
         argv=tuple(sys.argv),
         hosts_file=_hosts_file(hosts),
+        follow_symlinks=follow_symlinks,
     )
     runner = _runner(cfg, hosts, quiet, accept_new_host_keys)
     try:

@@ -68,6 +68,7 @@ class RunConfig:
     resume: bool = False
     argv: tuple[str, ...] = ()
     hosts_file: Path | None = None  # only to refuse an output that contains it
+    follow_symlinks: bool = False  # read what links outside the corpus point to
 
 
 @dataclass
@@ -167,7 +168,7 @@ class Runner:
         output.check_output(cfg.output, cfg.corpus, cfg.overwrite,
                             output.guarded_paths(cfg.state, cfg.job, cfg.hosts_file))
         jobmod.check_syntax(cfg.job)
-        files = list_inputs(cfg.corpus)
+        files = list_inputs(cfg.corpus, cfg.follow_symlinks, cfg.output)
         self.total_slots = slots = sum(t.cores for t in self.transports.values())
         found = resume.find_previous(cfg.state, cfg.output)
         shard_size = cfg.shard_size or auto_shard_size(sum(f.size for f in files), slots,

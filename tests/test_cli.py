@@ -11,11 +11,13 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mrtest import ROOT, read_output, run_mapred
+import sysdeps
+from mrtest import FORTUNES, ROOT, escape, read_output, run_mapred
 
 from mapred import paths
 
@@ -492,3 +494,69 @@ def test_an_input_file_changed_while_the_run_maps_fails_the_job_naming_it(tmp_pa
     assert proc.returncode == 1, proc.stderr.decode()
     assert "input file changed during the run: b.txt (planned 5000 bytes, now 50 bytes)" in line
     assert not (tmp_path / "out").exists()
+
+
+def symlinked_corpus(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    """A corpus whose links reach files inside it (again) and outside it, with the real files
+    each link leads to (path -> bytes): the reference counts each of those once."""
+    corpus, ext = tmp_path / "corpus", tmp_path / "elsewhere"
+    real = {"corpus/real/in.txt": b"inside inside words\n", "corpus/real/sub/deep.txt": b"deep\n",
+            "corpus/top.txt": b"top words\n", "elsewhere/out.txt": b"outside words\n",
+            "elsewhere/more/x.txt": b"outside x\n"}
+    for name, data in real.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    (corpus / "alias.txt").symlink_to("real/in.txt")  # sorts first, yet real/in.txt is read
+    (corpus / "real-again").symlink_to("real")  # the whole folder again
+    (corpus / "real" / "sub" / "up").symlink_to("../..")  # a cycle
+    (corpus / "ext").symlink_to(ext)  # outside
+    (corpus / "ext-file.txt").symlink_to(ext / "out.txt")  # outside, and under ext/ again
+    (corpus / "dangling").symlink_to(tmp_path / "gone")
+    return corpus, real
+
+
+def test_symlinks_count_each_real_file_once_and_outside_needs_follow_symlinks(tmp_path,
+                                                                             state_env):
+    corpus, real = symlinked_corpus(tmp_path)
+    proc = run_mapred("run", "wordcount", corpus, "-o", tmp_path / "out", check=False,
+                      env=state_env)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    assert error_line(err) == (
+        f"mapred: error: symlink points outside the corpus: {corpus / 'ext'} -> "
+        f"{tmp_path / 'elsewhere'} (and 1 more); --follow-symlinks reads what such links point to")
+    assert f"warning: skipped dangling symlink {corpus / 'dangling'}" in err
+    assert not (tmp_path / "out").exists()
+
+    proc = run_mapred("run", "wordcount", corpus, "-o", tmp_path / "out", "--follow-symlinks",
+                      env=state_env)
+    want: Counter[bytes] = Counter()
+    for data in real.values():
+        want.update(data.split())
+    assert read_output(tmp_path / "out") == {k: str(v).encode() for k, v in want.items()}
+    assert "mapred: corpus: skipped 4 symlinks or hard links" in proc.stderr.decode()
+
+    run_mapred("run", "invindex", corpus, "-o", tmp_path / "index", "--follow-symlinks",
+               env=state_env)
+    index = read_output(tmp_path / "index")
+    assert index[b"inside"] == b"real/in.txt"  # the path without a link wins
+    assert index[b"outside"] == b"ext/more/x.txt\text/out.txt"  # ext/ is walked before ext-file
+
+
+def test_debian_fortunes_with_their_u8_links_count_each_file_once(tmp_path, state_env):
+    """The issue's case: every fortunes file has a `NAME.u8 -> NAME` link beside it."""
+    fortunes = Path(sysdeps.need(str(FORTUNES / "fortunes"))).parent
+    want: Counter[bytes] = Counter()
+    links = 0
+    for dirpath, dirnames, filenames in os.walk(fortunes):  # does not follow links
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                links += 1
+                assert os.path.realpath(path).startswith(f"{fortunes}/"), path
+            elif not name.startswith("."):
+                want.update(Path(path).read_bytes().split())
+    assert links > 0
+    run_mapred("run", "wordcount", fortunes, "-o", tmp_path / "out", env=state_env)
+    assert read_output(tmp_path / "out") == {escape(k): str(v).encode() for k, v in want.items()}
