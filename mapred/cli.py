@@ -98,6 +98,9 @@ def run(
     speculation: Annotated[bool, typer.Option(
         "--speculation/--no-speculation", help="Start a backup attempt of straggling tasks "
         "on idle workers; the first to finish wins.")] = True,
+    inline: Annotated[bool, typer.Option(
+        "--inline", help="Debug: map and reduce in this one process, in order, so print() "
+        "and breakpoint() work (no workers, retries, hosts or journal).")] = False,
     follow_symlinks: Annotated[bool, typer.Option(
         "--follow-symlinks", help="Read what symlinks pointing outside the corpus point to "
         "(without it such a link is refused).")] = False,
@@ -125,10 +128,13 @@ def run(
         raise UsageError(f"--log-format must be 'text' or 'json', not {log_format!r}")
     _setup_logging(quiet, verbose, log_format)
     metrics = _Metrics(metrics_file, job)
+    if inline:
+        _refuse_with_inline(hosts=hosts, resume=resume_run, metrics_file=metrics_file,
+                            deadline=deadline)
     try:
         _run(job, corpus, output, hosts, reducers, param, overwrite, shard_size, max_attempts,
              state_dir, deadline, quiet, metrics, speculation,
-             resume_run, accept_new_host_keys, follow_symlinks)
+             resume_run, accept_new_host_keys, follow_symlinks, inline)
     except MapredError as e:
         metrics.write(e.exit_code, None)
         raise
@@ -141,7 +147,7 @@ def _run(job: str, corpus: Path, output: Path, hosts: Path | None, reducers: int
          param: list[str] | None, overwrite: bool, shard_size: str, max_attempts: int,
          state_dir: Path | None, deadline: str | None, quiet: bool,
          metrics: _Metrics, speculation: bool, resume_run: bool,
-         accept_new_host_keys: bool, follow_symlinks: bool) -> None:
+         accept_new_host_keys: bool, follow_symlinks: bool, inline: bool = False) -> None:
     from mapred import job as jobmod
     from mapred.runner import RunConfig
 
@@ -162,15 +168,28 @@ def _run(job: str, corpus: Path, output: Path, hosts: Path | None, reducers: int
         hosts_file=_hosts_file(hosts),
         follow_symlinks=follow_symlinks,
     )
-    runner = _runner(cfg, hosts, quiet, accept_new_host_keys)
-    try:
-        summary = runner.execute()
-    finally:
-        if runner.summary_data is not None:
-            metrics.write(int(runner.summary_data.get("exit_code", 1)), runner.summary_data)
+    if inline:
+        from mapred.inline import run_inline
+
+        summary = run_inline(cfg)
+    else:
+        runner = _runner(cfg, hosts, quiet, accept_new_host_keys)
+        try:
+            summary = runner.execute()
+        finally:
+            if runner.summary_data is not None:
+                metrics.write(int(runner.summary_data.get("exit_code", 1)), runner.summary_data)
     log.info("%s", _summary_line(summary),
              extra={"event": "run_finished", "fields": {"seconds": round(summary.seconds, 3),
                                                          "output": str(summary.output)}})
+
+
+def _refuse_with_inline(**given: Any) -> None:
+    for name, value in given.items():
+        if value:
+            option = "--" + name.replace("_", "-")
+            raise UsageError(f"{option} does not go with --inline (a debugging run in this one "
+                             "process, on this machine, with no journal)")
 
 
 def _summary_line(summary: Any) -> str:
