@@ -53,6 +53,7 @@ from typing import Any
 
 from mapred import paths, rsyncd, workdir
 from mapred.rsyncd import FETCH_TIMEOUT, PASSWORD_FILE, SHUFFLE_DIR
+from mapred.words import plural
 
 TOKEN_ENV = "MAPRED_TOKEN"  # noqa: S105 - no secret: tags every process of a run on a host
 FETCH_CONNECT_TIMEOUT = 10
@@ -74,7 +75,7 @@ HASH_CHUNK = 1 << 20
 _REL_RE = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 _URL_RE = re.compile(r"(rsync://[^/]+/[^/]+/)(.+)")
 _RUN_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_FETCH_HOST_RE = re.compile(r"FetchError: (?:fetching \d+ map output\(s\) from|map output \S+ "
+_FETCH_HOST_RE = re.compile(r"FetchError: (?:fetching [\d,]+ map outputs? from|map output \S+ "
                             r"from) host (\S+) ")
 _OUTPUT_RE = re.compile(r"\b(m\d+\.\w+/p\d+-\d+\.run)\b")
 KEPT = ".kept"  # under the scratch dir: hard links of committed map outputs
@@ -202,8 +203,8 @@ def _fetch_group(base: str, rels: list[str], target: Path, password: str, label:
         error = f"rsync exit {proc.returncode}: {' | '.join(tail)}"
         if attempt + 1 < FETCH_TRIES:
             time.sleep(0.5)
-    raise FetchError(f"fetching {len(rels)} map output(s) from host {label} ({base}) failed: "
-                     f"{error}")
+    raise FetchError(f"fetching {plural(len(rels), 'map output')} from host {label} ({base}) "
+                     f"failed: {error}")
 
 
 # --- the host agent --------------------------------------------------------------------------

@@ -997,8 +997,8 @@ class SSHTransport:
         self.group.leave(self)
         shutil.rmtree(self._tmp, ignore_errors=True)
         s = self.stats
-        log.info("host %s: %d shard(s) sent (%d bytes), %d already cached, %d copied from "
-                 "another host, %d part file(s) collected", self.name, s["shards_sent"],
+        log.info("host %s: shards sent %d (%d bytes), already cached %d, copied from "
+                 "another host %d; part files collected %d", self.name, s["shards_sent"],
                  s["bytes_sent"], s["shards_cached"], s["shards_pulled"], s["collected"])
 
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 
 from mapred.history import COUNTERS, Attempt, HostStats, Marker, Run, Shard, display_text
 from mapred.units import fmt_bytes, fmt_duration, fmt_rate, fmt_time  # noqa: F401 - re-exported
+from mapred.words import plural
 
 # --------------------------------------------------------------------------- formatting
 
@@ -465,8 +466,8 @@ def _lane(
     height = rows * rh + 2 * LANE_PAD
     height = max(height, 40)
     bg = "lane-bg alt" if index % 2 else "lane-bg"
-    sub = f"{host.cores} cores · " if host.cores else ""
-    sub += f"{host.tasks} tasks"
+    sub = f"{plural(host.cores, 'core')} · " if host.cores else ""
+    sub += plural(host.tasks, "task")
     sub_cls = "lane-sub lost" if host.lost else "lane-sub"
     sub = "LOST · " + sub if host.lost else sub
     cy = y + height / 2
@@ -637,7 +638,8 @@ def _shard_cells(shard: Shard) -> tuple[str, str, int]:
     """(file, byte range, size) cells; a shard packing several files names the first."""
     if shard.files == 1:
         return shard.path, f"{shard.start:,}–{shard.end:,}", shard.size
-    return f"{shard.path} + {shard.files - 1} more files", f"{shard.files} files", shard.size
+    more = plural(shard.files - 1, "more file")
+    return f"{shard.path} + {more}", f"{shard.files} files", shard.size
 
 
 def _shard_row(group: list[Attempt]) -> str:

@@ -39,6 +39,7 @@ from mapred.fetch import fetch_error_host, lost_outputs
 from mapred.journal import Journal, new_run_id
 from mapred.shards import Shard, auto_shard_size, list_inputs, plan
 from mapred.transport import Transport, WorkerHandle, remote_host
+from mapred.words import plural
 
 log = logging.getLogger("mapred")
 
@@ -838,7 +839,7 @@ class Runner:
             where = f" ({self.shards[ins.task].describe()})"
         else:
             where = f" (partition {task.partition})"
-        message = (f"{task.kind} task {ins.task}{where} failed {task.failures} times; "
+        message = (f"{task.kind} task {ins.task}{where} failed {plural(task.failures, 'time')}; "
                    f"last on host {ins.host}: {ins.error}")
         return TaskError(message, task=ins.task, host=ins.host, shard=where.strip(" ()"),
                          detail=ins.detail)
@@ -852,13 +853,13 @@ class Runner:
             return
         parts = []
         if self.lost_hosts:
-            parts.append(f"{len(self.lost_hosts)} host(s) lost ({', '.join(self.lost_hosts)}; "
-                         f"{self.attempts_lost} attempt(s) lost, {sched.maps_rerun} committed "
-                         "map task(s) rerun)")
+            parts.append(f"{plural(len(self.lost_hosts), 'host')} lost "
+                         f"({', '.join(self.lost_hosts)}; {plural(self.attempts_lost, 'attempt')} "
+                         f"lost, {plural(sched.maps_rerun, 'committed map task')} rerun)")
         if self.failed_attempts:
-            parts.append(f"{self.failed_attempts} failed attempt(s) retried")
+            parts.append(f"{plural(self.failed_attempts, 'failed attempt')} retried")
         if sched.backups:
-            parts.append(f"{sched.backups} backup attempt(s) for stragglers")
+            parts.append(f"{plural(sched.backups, 'backup attempt')} for stragglers")
         log.info("recovered: %s", "; ".join(parts), extra={"event": "recovered", "fields": {
             "hosts_lost": sorted(self.lost_hosts), "retries": self.failed_attempts,
             "backups": sched.backups}})

@@ -225,8 +225,13 @@ def test_a_fetch_error_names_the_host(agent: Any, tmp_path: Path) -> None:
     a, info = agent
     d = info["daemon"]
     url = f"rsync://mapred@127.0.0.1:{d['port']}/map/m9/p00000-0000.run"
-    with pytest.raises(fetch.FetchError, match="from host h3"):
+    with pytest.raises(fetch.FetchError, match="fetching 1 map output from host h3") as e:
         fetch.localize([{"url": url, "host": "h3"}], tmp_path / "in", Path(info["scratch"]))
+    assert fetch.fetch_error_host(f"FetchError: {e.value}") == "h3"  # how the runner reads it
+    urls = [{"url": url, "host": "h3"}, {"url": url.replace("p00000", "p00001"), "host": "h3"}]
+    with pytest.raises(fetch.FetchError, match="fetching 2 map outputs from host h3") as e:
+        fetch.localize(urls, tmp_path / "in2", Path(info["scratch"]))
+    assert fetch.fetch_error_host(f"FetchError: {e.value}") == "h3"
 
 
 def test_agent_requests_and_cleanup(agent: Any, tmp_path: Path) -> None:

@@ -322,7 +322,7 @@ def test_host_killed_mid_map(hosts: Path, healed: Lan, job: Path, corpus: Path,
     assert c["hosts_lost"] == 1 and c["maps_rerun"] >= 1 and c["retries"] == 0
     assert victim not in summary["hosts"]  # nothing it did counts any more
     assert not any(e["host"] == victim for e in starts(evs) if e["ts"] > lost["ts"])
-    assert "host(s) lost" in run.stderr
+    assert "1 host lost" in run.stderr
     healed.heal()
     sweep(healed, healed[victim])
     assert wait_clean(healed) == {}
