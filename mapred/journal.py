@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,25 @@ from mapred import paths
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def now() -> float:
+    """A timestamp as events carry it (``ts``)."""
+    return round(time.time(), 6)
+
+
+def attempt_times(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields ``task_end`` adds on where an attempt's time went besides computing (read
+    by ``history._transfers``): ``staging`` ({start, how...}) only when the attempt ended
+    before its input was in place (else ``task_start`` carries it, with its ``end``),
+    ``fetched`` ({end, bytes}) when its worker said its reduce inputs were fetched, and
+    ``reported`` (ts) when its worker said it was done: checking its map outputs or collecting
+    its part file took the rest."""
+    out = {k: info[k] for k in ("fetched", "reported") if k in info}
+    staging = info.get("staging")
+    if staging and "end" not in staging:
+        out["staging"] = staging
+    return out
 
 
 class Journal:
@@ -32,7 +52,7 @@ class Journal:
         os.replace(tmp, self.dir / name)
 
     def event(self, event: str, **fields: Any) -> None:
-        record = {"ts": round(time.time(), 6), "event": event, **fields}
+        record = {"ts": now(), "event": event, **fields}
         self._events.write(json.dumps(record, default=str) + "\n")
         self._events.flush()
 

@@ -56,10 +56,15 @@ from mapred import __version__, paths
 from mapred.errors import ConfigError, JobError, NoHostsError
 from mapred.hosts import Host, resolve_ssh, rsync_remote, ssh_command_args
 from mapred.shards import Shard
-from mapred.sshconfig import CONNECT_TIMEOUT, SERVER_ALIVE_COUNT_MAX, SERVER_ALIVE_INTERVAL
+from mapred.sshconfig import (
+    CONNECT_TIMEOUT,
+    DEFAULT_SSH_PORT,
+    SERVER_ALIVE_COUNT_MAX,
+    SERVER_ALIVE_INTERVAL,
+)
 from mapred.sshconnect import REQUEST_TIMEOUT, HostUnusable, RemoteError, _reason, connect
 from mapred.staging import check_unchanged, shard_digest, shard_pieces, stage_shard
-from mapred.transport import Delivery, OnMessage
+from mapred.transport import Delivery, OnMessage, Staged
 
 log = logging.getLogger("mapred")
 
@@ -723,6 +728,15 @@ class SSHTransport:
     # --- Transport ----------------------------------------------------------------------------
 
     @property
+    def address(self) -> str:
+        """Where the host is reached: its host name after ``~/.ssh/config``, and the port when
+        it is not 22 (``[v6]:port``)."""
+        host, port = self.target.hostname, self.target.port
+        if port == DEFAULT_SSH_PORT:
+            return host
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    @property
     def cores(self) -> int:
         if self.host.cores:
             return self.host.cores
@@ -762,17 +776,17 @@ class SSHTransport:
             self._job_paths[local_job] = remote
         return remote
 
-    def prepare(self, shard: Shard) -> Future[list[dict[str, Any]]]:
+    def prepare(self, shard: Shard) -> Future[Staged]:
         if self._lost is None:
             try:
                 return self._pool.submit(self._stage, shard)
             except RuntimeError:  # the pool was shut down: the host was just lost
                 pass
-        fut: Future[list[dict[str, Any]]] = Future()
+        fut: Future[Staged] = Future()
         fut.set_exception(HostUnusable(self._lost or f"host {self.name} is closed"))
         return fut
 
-    def _stage(self, shard: Shard) -> list[dict[str, Any]]:
+    def _stage(self, shard: Shard) -> Staged:
         """Put the shard in the host's cache (sent, copied from a peer, or already there) and
         check it there once per run: a damaged copy is removed and sent again, once."""
         self._ready()
@@ -780,14 +794,17 @@ class SSHTransport:
         remote = f"{self.workdir}/cache/{digest}"
         with self._lock:
             busy = self._busy.setdefault(digest, threading.Lock())
+        how, sent, source = "cached", 0, None
         with busy:
             for attempt in range(2):  # the second time from this machine's original
-                source = None
+                how, sent, source = "cached", 0, None
                 if digest in self._cached:
                     self._count("shards_cached")
                     self.agent_request("touch", names=[digest])
                 elif attempt or (source := self._pull_from_peer(digest)) is None:
-                    self._upload(shard, digest, remote)
+                    how, sent = "sent", self._upload(shard, digest, remote)
+                else:
+                    how = "copied"
                 self._cached.add(digest)
                 if digest in self._verified:
                     break
@@ -805,7 +822,7 @@ class SSHTransport:
                     continue
                 self._verified.add(digest)
                 break
-        return shard_pieces(shard, remote)
+        return Staged(shard_pieces(shard, remote), how, sent, source.name if source else None)
 
     def _pull_from_peer(self, digest: str) -> SSHTransport | None:
         """Direct mode: copy a shard another host of the run has cached, host to host; the
@@ -833,7 +850,8 @@ class SSHTransport:
             return peer
         return None
 
-    def _upload(self, shard: Shard, digest: str, remote: str) -> None:
+    def _upload(self, shard: Shard, digest: str, remote: str) -> int:
+        """Send the shard to the host's cache; the bytes rsync sent."""
         check_unchanged(shard)
         path, temporary = stage_shard(shard, self._tmp, digest)
         try:
@@ -850,6 +868,7 @@ class SSHTransport:
             raise
         self._count("shards_sent")
         self._count("bytes_sent", sent)
+        return sent
 
     def _rsync(self, args: list[str], what: str) -> int:
         """Run rsync over the host's OpenSSH connection; the bytes it sent."""

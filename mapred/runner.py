@@ -36,9 +36,9 @@ from mapred import logs, output, paths, resume, scheduler
 from mapred.collect import PartFiles
 from mapred.errors import Interrupted, JobError, JobLoadError, MapredError, NoHostsError, TaskError
 from mapred.fetch import fetch_error_host, lost_outputs
-from mapred.journal import Journal, new_run_id
+from mapred.journal import Journal, attempt_times, new_run_id, now
 from mapred.shards import Shard, auto_shard_size, list_inputs, plan
-from mapred.transport import Transport, WorkerHandle, remote_host
+from mapred.transport import Staged, Transport, WorkerHandle, remote_host
 from mapred.words import plural
 
 log = logging.getLogger("mapred")
@@ -135,7 +135,7 @@ class Runner:
         self.lost_hosts: dict[str, str] = {}  # host -> why it was lost
         self.total_slots = 1  # cores of all hosts, known once planned
         self.io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="mapred-io")
-        self.stage_futures: dict[str, Future[list[dict[str, Any]]]] = {}
+        self.stage_futures: dict[str, Future[Staged]] = {}
         # attempt -> (host, counters, busy seconds) of every commit; tallied by _tally
         self.committed: dict[str, tuple[str, dict[str, int], float]] = {}
         self.attempts_lost = 0
@@ -198,7 +198,7 @@ class Runner:
                   extra={"event": "run_started", "fields": {
                       "job": str(self.cfg.job), "corpus": str(self.cfg.corpus),
                       "shards": len(shards), "reducers": reducers}})
-        status, code, error = "failed", 1, None
+        status, code, error, detail = "failed", 1, None, None
         try:
             self._run(shards, reducers)
             status, code = "succeeded", 0
@@ -209,13 +209,13 @@ class Runner:
             status, code, error = "interrupted", 130, "interrupted"
             raise Interrupted(2) from None
         except Exception as e:
-            code, error = getattr(e, "exit_code", 1), str(e)
+            code, error, detail = getattr(e, "exit_code", 1), str(e), getattr(e, "detail", None)
             raise
         finally:
             self._shutdown()
             output.abandon(self.staging)
             seconds = time.monotonic() - started
-            self._write_summary(status, code, error, seconds, len(shards), reducers)
+            self._write_summary(status, code, error, seconds, len(shards), reducers, detail)
             self.journal.event("run_end", status=status, exit_code=code)
             self.journal.close()
         return seconds
@@ -369,6 +369,8 @@ class Runner:
         self.workers[slot] = worker
         self.last_seen[slot] = time.monotonic()
         worker.send(init)
+        assert self.journal is not None
+        self.journal.event("worker_start", host=t.name, slot=index)
 
     def _respawn(self, slot: str, crashed: bool = True) -> None:
         """Start a fresh worker in ``slot`` (its host is up). After MAX_RESPAWNS crashes in a
@@ -475,11 +477,17 @@ class Runner:
             return False
         ev = msg.get("ev")
         if ev == "ready":
+            if not msg.get("again"):
+                assert self.journal is not None
+                self.journal.event("worker_ready", host=host, slot=self.slot_index[slot])
             return self._feed(sched, scheduler.SlotReady(slot, host))
         if ev == "init_failed":
             raise JobLoadError(msg["error"], detail=msg.get("detail"))
         if ev == "progress":
             self._mapped(msg["attempt"], int(msg["bytes"]))
+        elif ev == "fetched" and msg.get("attempt") in self.attempt_info:
+            self.attempt_info[msg["attempt"]]["fetched"] = {"end": now(),
+                                                            "bytes": int(msg.get("bytes", 0))}
         elif ev == "done" and sched.is_running(slot, msg["attempt"]):
             self._finish(msg)
         elif ev == "failed":
@@ -500,9 +508,11 @@ class Runner:
             if remote is None or not files:
                 self._post(attempt, done)
                 return
+            info["reported"] = now()  # the journal shows the check
             self.io.submit(self._check_outputs, attempt, remote.checksums, files, done)
         else:
             assert self.parts is not None
+            info["reported"] = now()  # the journal shows the collect
             self.parts.collect(attempt, t, info["out"], info["partition"], done)
 
     def _check_outputs(self, attempt: str, checksums: Callable[[list[str]], dict[str, Any]],
@@ -546,6 +556,7 @@ class Runner:
             self.stage_futures.pop(key, None)
             ins = self.pending_assign.pop(key, None)
             if ins is not None:
+                info["staging"].update(msg["staging"])
                 self._send(ins, {"op": "map", "task": ins.task, "attempt": ins.attempt,
                                  "pieces": msg["pieces"]})
             return False
@@ -587,7 +598,7 @@ class Runner:
         log.warning("attempt %s failed on %s: %s", attempt, host, error,
                     extra={"event": "attempt_failed", "fields": {"attempt": attempt,
                                                                  "host": host}})
-        self._end_attempt(attempt, "failed", error=error)
+        self._end_attempt(attempt, "failed", error=error, detail=detail)
         self._drop_files(attempt)
         return self._feed(sched, scheduler.AttemptFailed(slot, attempt, error, detail))
 
@@ -658,7 +669,7 @@ class Runner:
         self._end_attempt(ins.attempt, "killed", error=ins.reason)
         if self.pending_assign.pop(ins.attempt, None) is not None and ins.slot in self.workers:
             # (killing it would make it remove its last task's files: a committed map's)
-            self.events.put((ins.slot, self.slot_gen[ins.slot], {"ev": "ready"}))
+            self.events.put((ins.slot, self.slot_gen[ins.slot], {"ev": "ready", "again": True}))
             return
         self._retire(ins.slot)
         self._drop_files(ins.attempt)
@@ -709,6 +720,7 @@ class Runner:
                 self.pending_assign[ins.attempt] = ins
                 shard = self.shards[ins.task]
                 info["shard"] = _shard_info(shard)
+                info["staging"] = {"start": now()}  # task_start carries it, with its end
                 fut = transport.prepare(shard)
                 self.stage_futures[ins.attempt] = fut
                 fut.add_done_callback(functools.partial(self._staged, ins.attempt))
@@ -722,7 +734,7 @@ class Runner:
         except MapredError as e:  # a failure of this attempt, not of the run
             self._post(ins.attempt, {"ev": "failed", "error": f"starting it failed: {e}"})
 
-    def _staged(self, attempt: str, fut: Future[list[dict[str, Any]]]) -> None:
+    def _staged(self, attempt: str, fut: Future[Staged]) -> None:
         """Called on any thread when a map input is in place (or not): post it to the loop."""
         if fut.cancelled():
             return  # the attempt ended already
@@ -730,7 +742,9 @@ class Runner:
         if error is not None:
             self._post(attempt, {"ev": "failed", "error": f"staging the input failed: {error}"})
         else:
-            self._post(attempt, {"ev": "staged", "pieces": fut.result()})
+            staged = fut.result()
+            self._post(attempt, {"ev": "staged", "pieces": staged.pieces,
+                                 "staging": {"end": now(), **staged.journal()}})
 
     def _send(self, ins: scheduler.Assign, msg: dict[str, Any]) -> None:
         assert self.journal is not None
@@ -815,7 +829,7 @@ class Runner:
     def _end_attempt(self, attempt: str, outcome: str, error: str | None = None,
                      counters: dict[str, int] | None = None,
                      outputs: dict[int, list[str]] | None = None,
-                     sums: dict[str, list[Any]] | None = None) -> None:
+                     sums: dict[str, list[Any]] | None = None, detail: str | None = None) -> None:
         assert self.journal is not None
         info = self.attempt_info.get(attempt)
         if info is None or not info.get("open"):
@@ -830,7 +844,8 @@ class Runner:
             bytes_in=int(c.get("bytes_in", 0)), bytes_out=int(c.get("bytes_out", 0)),
             records=int(c.get("records", 0)), keys=int(c.get("keys", c.get("keys_out", 0))),
             error=error, **({"outputs": outputs} if outputs is not None else {}),
-            **({"sums": sums} if sums else {}))
+            **({"sums": sums} if sums else {}), **({"detail": detail} if detail else {}),
+            **attempt_times(info))
 
     def _task_error(self, ins: scheduler.Failed, sched: scheduler.Scheduler) -> TaskError:
         task = sched.tasks[ins.task]
@@ -892,7 +907,7 @@ class Runner:
             "argv": list(cfg.argv), "started": time.time(),
             "pid": os.getpid(), "reducers": reducers, "params": cfg.params,
             "fingerprint": self.fingerprint, "resumed_from": self.resumed_from,
-            "hosts": [{"name": t.name, "address": t.name, "cores": t.cores}
+            "hosts": [{"name": t.name, "address": t.address, "cores": t.cores}
                       for t in self.transports.values()],
             "shards": [{"task": s.task, **_shard_info(s), "key": resume.shard_key(s)}
                        for s in shards],
@@ -904,7 +919,7 @@ class Runner:
         return sum(1 for t in self.sched.tasks.values() if t.kind == kind and t.committed)
 
     def _write_summary(self, status: str, code: int, error: str | None, seconds: float,
-                       nshards: int, reducers: int) -> None:
+                       nshards: int, reducers: int, detail: str | None = None) -> None:
         assert self.journal is not None
         self._tally()
         c = self.counters
@@ -912,7 +927,7 @@ class Runner:
             "run_id": self.run_id, "job": str(self.cfg.job), "corpus": str(self.cfg.corpus),
             "output": str(self.cfg.output), "status": status, "exit_code": code,
             "started": time.time() - seconds, "ended": time.time(), "duration": seconds,
-            "error": error,
+            "error": error, "detail": detail,
             "counters": {
                 "bytes_in": c.get("map_bytes_in", 0), "records_in": c.get("map_records", 0),
                 "input_bytes": c.get("input_bytes", 0),

@@ -17,6 +17,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -34,8 +35,26 @@ class WorkerHandle(Protocol):
     def stderr_tail(self, lines: int = 20) -> str: ...
 
 
+@dataclass(frozen=True)
+class Staged:
+    """A map input in place on its host: the map request's ``pieces`` (path on the host, rel,
+    start, end, gzip, and for a file read in place its planned size and mtime_ns) and, for the
+    journal, how they got there: ``how`` is ``in place`` (read where it lies), ``cached``
+    (already on the host), ``sent`` (``bytes`` sent from here) or ``copied`` (from ``peer``)."""
+
+    pieces: list[dict[str, Any]]
+    how: str = "in place"
+    bytes: int = 0
+    peer: str | None = None
+
+    def journal(self) -> dict[str, Any]:
+        """The journal's ``staging`` fields (see ``history.Transfer``)."""
+        return {"how": self.how, "bytes": self.bytes, **({"peer": self.peer} if self.peer else {})}
+
+
 class Transport(Protocol):
     name: str
+    address: str  # where the host is reached, for the journal: "local", or the SSH host[:port]
     cores: int
     memory: int | None  # map-side memory budget for the whole host (hosts.toml), or None
     # whether workers run in the scratch dir (SSH) or where mapred was started (local: paths
@@ -44,10 +63,9 @@ class Transport(Protocol):
 
     def start(self, run_id: str) -> None: ...
     def job_path(self, local_job: Path) -> str: ...
-    def prepare(self, shard: Shard) -> Future[list[dict[str, Any]]]:
+    def prepare(self, shard: Shard) -> Future[Staged]:
         """Make the shard's bytes available on the host (maybe in the background); the future's
-        result is the ``pieces`` list of the map request: path (on the host), rel, start, end,
-        gzip, and for a file read in place its planned size and mtime_ns."""
+        result holds the ``pieces`` of the map request and how they were staged."""
         ...
     def reduce_inputs(self, inputs: list[tuple[str, str]]) -> list[Any]:
         """The ``inputs`` field of a reduce request for map outputs ``(host, path)``."""
@@ -191,6 +209,7 @@ class LocalTransport:
     """This machine, no SSH: the embedded default."""
 
     workers_enter_scratch = False
+    address = "local"  # as in hosts.toml: this machine, no SSH
 
     def __init__(self, name: str, cores: int, log_dir: Path, env: dict[str, str],
                  memory: int | None = None, scratch_root: Path | None = None) -> None:
@@ -227,12 +246,12 @@ class LocalTransport:
     def job_path(self, local_job: Path) -> str:
         return str(local_job)
 
-    def prepare(self, shard: Shard) -> Future[list[dict[str, Any]]]:
+    def prepare(self, shard: Shard) -> Future[Staged]:
         """Local input is read in place: the future is already resolved."""
-        fut: Future[list[dict[str, Any]]] = Future()
-        fut.set_result([{"path": str(p.file.path), "rel": p.file.rel, "start": p.start,
-                         "end": p.end, "gzip": p.file.gzip, "size": p.file.size,
-                         "mtime_ns": p.file.mtime_ns} for p in shard.pieces])
+        fut: Future[Staged] = Future()
+        fut.set_result(Staged([{"path": str(p.file.path), "rel": p.file.rel, "start": p.start,
+                                "end": p.end, "gzip": p.file.gzip, "size": p.file.size,
+                                "mtime_ns": p.file.mtime_ns} for p in shard.pieces]))
         return fut
 
     def reduce_inputs(self, inputs: list[tuple[str, str]]) -> list[Any]:

@@ -168,7 +168,13 @@ class Worker:
             if not all(isinstance(i, str) for i in inputs):  # remote map outputs: fetch them
                 from mapred.fetch import localize
 
-                inputs = localize(inputs, tmp / "in", self.scratch)
+                fetched = localize(inputs, tmp / "in", self.scratch)
+                sent = [p for i, p in zip(inputs, fetched, strict=True)
+                        if isinstance(i, dict) and "url" in i]
+                if sent:  # event "fetched": the journal shows the fetch on the timeline
+                    self.channel.send("fetched", attempt=msg["attempt"],
+                                      bytes=sum(os.path.getsize(p) for p in sent))
+                inputs = fetched
             counters = run_reduce(self.job, inputs, Path(msg["out"]), tmp)
         finally:
             paths.remove(tmp)
