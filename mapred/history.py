@@ -88,11 +88,48 @@ class Shard:
 
 
 @dataclass(frozen=True)
+class Transfer:
+    """Part of an attempt spent moving bytes or waiting on them rather than computing.
+
+    ``kind`` is ``stage`` (its map input put on the host, before the worker got the task;
+    ``how``: ``in place``, ``cached``, ``sent`` with ``nbytes``, or ``copied`` from ``peer``),
+    ``fetch`` (a reduce's map outputs fetched from other hosts, ``nbytes``: the start of its
+    run) or ``collect`` (after its worker was done: its map outputs checked, its part file
+    collected). Journals older than these fields have none.
+    """
+
+    kind: str
+    start: float
+    end: float
+    how: str = ""
+    nbytes: int | None = None
+    peer: str | None = None
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, self.end - self.start)
+
+
+@dataclass(frozen=True)
+class Startup:
+    """A worker starting in a slot (process, imports, job init, warm-up) until it was ready;
+    ``ready`` False: it never was (``end`` is when it was replaced, its host lost, or the run
+    ended)."""
+
+    host: str
+    slot: int
+    start: float
+    end: float
+    ready: bool
+
+
+@dataclass(frozen=True)
 class Attempt:
     """One task attempt, paired from its ``task_start`` and ``task_end`` events.
 
     ``outcome`` is one of `OUTCOMES`, or ``running`` (no end yet, run still going) or
-    ``unfinished`` (no end and the run is over).
+    ``unfinished`` (no end and the run is over). ``start`` is when its worker got it; its
+    ``transfers`` may begin earlier (staging) and lie inside it (fetch, collect).
     """
 
     attempt: str
@@ -111,10 +148,16 @@ class Attempt:
     error: str | None = None
     shard: Shard | None = None
     partition: int | None = None
+    transfers: tuple[Transfer, ...] = ()
+    detail: str | None = None  # a failed attempt's traceback
 
     @property
     def duration(self) -> float:
         return max(0.0, self.end - self.start)
+
+    @property
+    def staging(self) -> Transfer | None:
+        return next((t for t in self.transfers if t.kind == "stage"), None)
 
 
 @dataclass(frozen=True)
@@ -172,6 +215,8 @@ class Run:
     plan: JSON = field(repr=False)
     events: tuple[JSON, ...] = field(repr=False)
     summary: JSON | None = field(repr=False)
+    detail: str | None = None  # the error's further lines: a user's traceback
+    startups: tuple[Startup, ...] = ()
 
     @property
     def duration(self) -> float | None:
@@ -359,11 +404,13 @@ def load_run_dir(path: Path) -> Run:
         ended=ended,
         exit_code=_exit_code(summary, events),
         error=_str((summary or {}).get("error")) or None,
+        detail=_str((summary or {}).get("detail")) or None,
         counters=counters,
         counters_derived=derived,
         hosts=build_hosts(plan, summary, attempts, events),
         attempts=attempts,
         markers=_markers(events),
+        startups=build_startups(events, ended if ended is not None else time.time()),
         argv=tuple(_str(a) for a in plan.get("argv", []) if isinstance(a, str))
         if isinstance(plan.get("argv"), list)
         else (),
@@ -527,6 +574,7 @@ def _attempt_id(e: Mapping[str, Any]) -> str:
 
 def _attempt(start: JSON, end: JSON, shards: dict[str, Shard], outcome: str) -> Attempt:
     task = _str(start.get("task")) or _str(end.get("task"))
+    t0, t1 = start["ts"], max(end["ts"], start["ts"])
     return Attempt(
         attempt=_attempt_id(start),
         task=task,
@@ -534,8 +582,8 @@ def _attempt(start: JSON, end: JSON, shards: dict[str, Shard], outcome: str) -> 
         host=_str(start.get("host")) or _str(end.get("host")) or "?",
         slot=max(0, min(_int(start.get("slot")) or 0, 4096)),
         backup=start.get("backup") is True,
-        start=start["ts"],
-        end=max(end["ts"], start["ts"]),
+        start=t0,
+        end=t1,
         outcome=outcome if outcome in OUTCOMES + ("running", "unfinished") else "failed",
         bytes_in=_int(end.get("bytes_in")) or 0,
         bytes_out=_int(end.get("bytes_out")) or 0,
@@ -544,7 +592,58 @@ def _attempt(start: JSON, end: JSON, shards: dict[str, Shard], outcome: str) -> 
         error=_str(end.get("error")) or None,
         shard=_shard(start.get("shard")) or shards.get(task),
         partition=_int(start.get("partition")),
+        transfers=_transfers(start, end, t0, t1),
+        detail=_str(end.get("detail")) or None,
     )
+
+
+def _transfers(start: JSON, end: JSON, t0: float, t1: float) -> tuple[Transfer, ...]:
+    """An attempt's transfers from its events' ``staging``, ``fetched`` and ``reported``
+    fields (written by ``journal.attempt_times`` and the runner), clamped to its span: staging
+    ends by ``t0`` when the worker got the task, else (it ended while staging) by ``t1``."""
+    out = []
+    if start is not end and isinstance(start.get("staging"), dict):
+        staging, stop = start["staging"], t0  # its worker got the task at t0
+    else:
+        staging, stop = end.get("staging"), t1  # it ended while staging, if at all
+    begin = _num(staging.get("start")) if isinstance(staging, dict) else None
+    if isinstance(staging, dict) and begin is not None:
+        until = min(_num(staging.get("end")) or stop, stop)
+        out.append(Transfer("stage", min(begin, until), until, _short(_str(staging.get("how")), 24),
+                            _int(staging.get("bytes")), _short(_str(staging.get("peer"))) or None))
+    fetched = end.get("fetched")
+    if isinstance(fetched, dict) and _num(fetched.get("end")) is not None:
+        out.append(Transfer("fetch", t0, _clamp(_num(fetched.get("end")), t0, t1),
+                            nbytes=_int(fetched.get("bytes"))))
+    reported = _num(end.get("reported"))
+    if reported is not None:
+        out.append(Transfer("collect", _clamp(reported, t0, t1), t1))
+    return tuple(out)
+
+
+def _clamp(x: float | None, lo: float, hi: float) -> float:
+    return lo if x is None else max(lo, min(x, hi))
+
+
+def build_startups(events: Iterable[JSON], end_ts: float) -> tuple[Startup, ...]:
+    """Pair ``worker_start`` / ``worker_ready`` events per (host, slot); a start never followed
+    by a ready ends at the slot's next start, its host's loss, or ``end_ts``."""
+    open_: dict[tuple[str, int], float] = {}
+    out: list[Startup] = []
+    for e in events:
+        host, slot = _str(e.get("host")), _int(e.get("slot"))
+        key = (host, max(0, min(slot or 0, 4096)))
+        if e["event"] == "worker_start" and slot is not None:
+            if key in open_:
+                out.append(Startup(host, key[1], open_.pop(key), e["ts"], False))
+            open_[key] = e["ts"]
+        elif e["event"] == "worker_ready" and key in open_:
+            out.append(Startup(host, key[1], open_.pop(key), e["ts"], True))
+        elif e["event"] == "host_lost":
+            for k in [k for k in open_ if k[0] == host]:
+                out.append(Startup(host, k[1], open_.pop(k), e["ts"], False))
+    out += [Startup(h, s, t, max(t, end_ts), False) for (h, s), t in open_.items()]
+    return tuple(sorted(out, key=lambda w: (w.start, w.host, w.slot)))
 
 
 def _guess_kind(task: str) -> str:

@@ -308,6 +308,82 @@ def test_an_attempt_cut_off_by_a_crash_is_unfinished(state: Path) -> None:
     assert a.outcome == "unfinished" and a.end == a.start
 
 
+def _staging(t0: float, t1: float | None = None, **how: Any) -> dict[str, Any]:
+    return {"start": T0 + t0, **({"end": T0 + t1} if t1 is not None else {}), **how}
+
+
+TIMED_EVENTS = [
+    {"ts": T0, "event": "run_start"},
+    {"ts": T0 + 0.1, "event": "worker_start", "host": "h1", "slot": 0},
+    {"ts": T0 + 0.2, "event": "worker_start", "host": "h2", "slot": 0},
+    {"ts": T0 + 0.2, "event": "worker_start", "host": "h2", "slot": 1},
+    {"ts": T0 + 0.9, "event": "worker_ready", "host": "h1", "slot": 0},
+    {"ts": T0 + 1.0, "event": "worker_ready", "host": "h2", "slot": 0},
+    {"ts": T0 + 1.5, "event": "worker_ready", "host": "h1", "slot": 0},  # again: ignored
+    start(2, "m00000", 1, "h1", staging=_staging(1, 2, how="sent", bytes=4096)),
+    start(2.5, "m00001", 1, "h2", staging=_staging(1, 2.5, how="copied", bytes=0, peer="h1")),
+    end(3, "m00000", 1, "h1", reported=T0 + 2.8),
+    end(4, "m00001", 1, "h2", reported=T0 + 3.5),
+    # cancelled while staging: no task_start, task_end carries the unfinished staging
+    end(4.2, "m00001", 2, "h1", "killed", staging=_staging(4)),
+    {"ts": T0 + 5, "event": "host_lost", "host": "h2", "reason": "link down"},
+    start(6, "r00000", 1, "h1", partition=0),
+    end(9, "r00000", 1, "h1", fetched={"end": T0 + 7, "bytes": 777}, reported=T0 + 8.5),
+]
+
+
+def test_transfers_and_worker_startups_are_read_from_the_journal(state: Path) -> None:
+    d = write_run(state, "20261127T100000-timed1", plan("t"), TIMED_EVENTS, summary("t"))
+    run = history.load_run_dir(d)
+    by_id = {a.attempt: a for a in run.attempts}
+    T = history.Transfer
+    assert by_id["m00000.1"].transfers == (
+        T("stage", T0 + 1, T0 + 2, "sent", 4096), T("collect", T0 + 2.8, T0 + 3))
+    assert by_id["m00001.1"].staging == T("stage", T0 + 1, T0 + 2.5, "copied", 0, "h1")
+    killed = by_id["m00001.2"]  # its staging lasts until it ended; it never computed
+    assert killed.transfers == (T("stage", T0 + 4, T0 + 4.2),) and killed.duration == 0
+    assert by_id["r00000.1"].transfers == (
+        T("fetch", T0 + 6, T0 + 7, nbytes=777), T("collect", T0 + 8.5, T0 + 9))
+    S = history.Startup
+    assert run.startups == (
+        S("h1", 0, T0 + 0.1, T0 + 0.9, True),
+        S("h2", 0, T0 + 0.2, T0 + 1.0, True),
+        S("h2", 1, T0 + 0.2, T0 + 5, False),  # never ready: until its host was lost
+    )
+
+
+def test_journals_without_transfers_or_startups_load_as_before(state: Path) -> None:
+    d = write_run(state, "20261127T100000-old001", plan("o"), EVENTS, summary("o"))
+    run = history.load_run_dir(d)
+    assert all(a.transfers == () and a.staging is None for a in run.attempts)
+    assert run.startups == () and run.detail is None and run.notes == ()
+
+
+def test_wrongly_typed_transfer_fields_do_not_crash(state: Path) -> None:
+    events = [
+        start(1, "m00000", 1, "h1", staging="fast"),
+        end(2, "m00000", 1, "h1", fetched={"end": "soon"}, reported="later"),
+        start(3, "m00001", 1, "h1", staging={"start": T0 + 9, "end": [], "how": 5, "peer": {}}),
+        end(4, "m00001", 1, "h1", fetched=[1], detail=["not", "text"]),
+        {"ts": T0, "event": "worker_start", "host": 3, "slot": "0"},
+        {"ts": T0, "event": "worker_ready", "slot": 10**30},
+    ]
+    run = history.load_run_dir(write_run(state, "20261127T100000-types2", plan("x"), events))
+    first, second = run.attempts
+    assert first.transfers == () and second.detail is None
+    # a start after the worker got the task is clamped to it
+    assert second.transfers == (history.Transfer("stage", T0 + 3, T0 + 3),)
+    assert run.startups == ()
+
+
+def test_a_failed_runs_traceback_is_read_from_the_summary(state: Path) -> None:
+    tb = 'Traceback (most recent call last):\n  File "job.py", line 3\nValueError: bad'
+    d = write_run(state, "20261127T100000-failed", plan("f"), EVENTS,
+                  summary("f", "failed", error="map task m00000 failed", detail=tb))
+    run = history.load_run_dir(d)
+    assert (run.error, run.detail) == ("map task m00000 failed", tb)
+
+
 # --------------------------------------------------------------------------- load_run
 
 
