@@ -17,7 +17,17 @@ import os
 import time
 from collections.abc import Iterable
 
-from mapred.history import COUNTERS, Attempt, HostStats, Marker, Run, Shard, display_text
+from mapred.history import (
+    COUNTERS,
+    Attempt,
+    HostStats,
+    Marker,
+    Run,
+    Shard,
+    Startup,
+    Transfer,
+    display_text,
+)
 from mapred.units import fmt_bytes, fmt_duration, fmt_rate, fmt_time  # noqa: F401 - re-exported
 from mapred.words import plural
 
@@ -52,7 +62,7 @@ def _num(x: float) -> str:
 
 STYLE = """
 :root{--map:#3b7dd8;--reduce:#f08c2e;--fail:#d32f2f;--ink:#1d232b;--mute:#66707c;
---line:#dde2e8;--bg:#f6f8fa;--card:#fff}
+--line:#dde2e8;--bg:#f6f8fa;--card:#fff;--xfer:#1f9e89;--start:#b9c2cd}
 *{box-sizing:border-box}
 body{margin:0;background:var(--bg);color:var(--ink);
 font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif}
@@ -78,6 +88,7 @@ border-radius:8px;padding:8px 12px}
 .card.warn .v{color:#b45309}
 .error{border-color:#f3b4b4;background:#fff5f5}
 .error pre{white-space:pre-wrap;margin:0;font:13px/1.4 ui-monospace,"DejaVu Sans Mono",monospace}
+.error pre.detail{margin-top:8px;padding-top:8px;border-top:1px solid #f3b4b4;color:#5b1010}
 .notes{border-color:#f1d9a6;background:#fffbf0}.notes ul{margin:0;padding-left:20px}
 .legend{display:flex;flex-wrap:wrap;gap:4px 16px;color:var(--mute);font-size:12.5px;
 margin-bottom:6px}
@@ -100,6 +111,11 @@ font-weight:700}
 .ov-failed{fill:url(#p-failed);stroke:var(--fail);stroke-width:1.3}
 .ov-killed{fill:url(#p-killed);stroke:#6b7280}.ov-lost{fill:url(#p-lost);stroke:#111}
 .mk-backup{fill:#111}
+.seg.stage,.seg.fetch{fill:var(--xfer)}.seg.collect{fill:#7d8896}
+.att.failed .seg,.att.killed .seg,.att.lost .seg{fill-opacity:.55}
+.wait.start rect{fill:url(#p-start);stroke:var(--start)}
+.wait.idle line{stroke:#98a2ae;stroke-width:1.2;stroke-dasharray:1.5 3}
+.wait.idle rect{fill:transparent}
 .att:hover .bar{stroke:#111;stroke-width:1.5}
 svg.hl-on .att{opacity:.18}svg.hl-on .att.hl{opacity:1}
 svg.hl-on .att.hl .bar{stroke:#111;stroke-width:2}
@@ -132,9 +148,9 @@ SCRIPT = """
   var detail = document.getElementById("detail");
   if (!gantt || !detail) { return; }
   var idle = detail.textContent;
-  function attemptOf(el) {
+  function attemptOf(el, cls) {
     while (el && el !== gantt) {
-      if (el.classList && el.classList.contains("att")) { return el; }
+      if (el.classList && el.classList.contains(cls || "att")) { return el; }
       el = el.parentNode;
     }
     return null;
@@ -152,8 +168,8 @@ SCRIPT = """
     highlight(current);
   }
   gantt.addEventListener("mouseover", function (ev) {
-    var a = attemptOf(ev.target);
-    var t = a ? a.querySelector("title") : null;
+    var a = attemptOf(ev.target) || attemptOf(ev.target, "wait");
+    var t = a ? a.querySelector(":scope > title") : null;
     detail.textContent = t ? t.textContent : idle;
   });
   gantt.addEventListener("click", function (ev) {
@@ -187,8 +203,8 @@ def render_report(run: Run) -> str:
     body = "".join(
         [
             _header(run),
-            _cards(run),
             _error(run),
+            _cards(run),
             _notes(run),
             _timeline(run),
             '<div class="cols wrap">',
@@ -241,9 +257,11 @@ def _cards(run: Run) -> str:
 
 
 def _error(run: Run) -> str:
+    """The run's error line and, below it, its detail (a user's traceback, where the worker log is)."""
     if not run.error:
         return ""
-    return f'<section class="error"><h2>Error</h2><pre>{_e(run.error)}</pre></section>\n'
+    detail = f'<pre class="detail">{_e(run.detail)}</pre>' if run.detail else ""
+    return f'<section class="error"><h2>Error</h2><pre>{_e(run.error)}</pre>{detail}</section>\n'
 
 
 def _notes(run: Run) -> str:
@@ -270,6 +288,8 @@ RIGHT_PAD = 24
 AXIS_H = 22
 PHASE_H = 18
 LANE_PAD = 5
+MIN_IDLE_PX = 3  # a slot's idle gap narrower than this is not drawn
+DETAIL_LINES = 8  # of a failed attempt's traceback, in its hover text
 
 
 def _row_height(slots: int) -> int:
@@ -335,7 +355,9 @@ def _timeline(run: Run) -> str:
     if not run.hosts:
         return '<section><h2>Timeline</h2><p class="muted">No task ran.</p></section>\n'
     ends = [a.end for a in run.attempts] + [m.ts for m in run.markers]
-    starts = [a.start for a in run.attempts] + [m.ts for m in run.markers]
+    starts = [_first(a) for a in run.attempts] + [m.ts for m in run.markers]
+    starts += [w.start for w in run.startups]
+    ends += [w.end for w in run.startups]
     t0 = run.started if run.started is not None else min(starts, default=0.0)
     t1 = max(ends + [run.ended if run.ended is not None else t0])
     scale = _Scale(min([t0] + starts), t1)
@@ -350,6 +372,7 @@ def _timeline(run: Run) -> str:
             y,
             scale,
             [m for m in run.markers if m.kind == "host_lost"],
+            [w for w in run.startups if w.host == host.name],
         )
         lanes.append(lane)
         y += height
@@ -380,6 +403,7 @@ def _patterns() -> str:
         + stripes("p-failed", "#d32f2f")
         + stripes("p-killed", "#6b7280")
         + stripes("p-lost", "#111", cross=True)
+        + stripes("p-start", "#b9c2cd")
         + "</defs>"
     )
 
@@ -402,6 +426,26 @@ def _legend() -> str:
         (swatch("map lost", overlay("lost")), "lost with its host"),
         (swatch("map backup ok", '<path class="mk-backup" d="M1 1h6l-6 6z"/>'), "backup attempt"),
         (swatch("map unfinished"), "never finished"),
+        (
+            '<svg width="26" height="12"><rect class="seg stage" x="1" y="1" width="24" '
+            'height="10"/></svg>',
+            "transfer: input staged, map outputs fetched",
+        ),
+        (
+            '<svg width="26" height="12"><rect class="seg collect" x="1" y="1" width="24" '
+            'height="10"/></svg>',
+            "outputs checked, part file collected",
+        ),
+        (
+            '<svg width="26" height="12"><g class="wait start"><rect x="1" y="1" width="24" '
+            'height="10"/></g></svg>',
+            "worker starting",
+        ),
+        (
+            '<svg width="26" height="12"><g class="wait idle"><line x1="1" y1="6" x2="25" '
+            'y2="6"/></g></svg>',
+            "slot idle",
+        ),
         (
             '<svg width="12" height="12"><line class="lostline" x1="6" y1="0" x2="6" y2="12"/>'
             "</svg>",
@@ -459,9 +503,10 @@ def _lane(
     y: float,
     scale: _Scale,
     lost: list[Marker],
+    startups: list[Startup],
 ) -> tuple[str, float]:
     """One host's lane (``data-host``), one sub-row per slot; returns (svg, height)."""
-    rows = max(host.slots, 1)
+    rows = max([host.slots, 1] + [w.slot + 1 for w in startups])
     rh = _row_height(rows)
     height = rows * rh + 2 * LANE_PAD
     height = max(height, 40)
@@ -478,6 +523,7 @@ def _lane(
         f"<title>{_e(host.name)} {_e(host.address)}</title></text>",
         f'<text class="{sub_cls}" x="10" y="{_num(cy + 12)}">{_e(sub)}</text>',
     ]
+    parts += _waits(host.name, startups, attempts, y + LANE_PAD, rh, scale)
     parts += [_bar(a, y + LANE_PAD + a.slot * rh, rh, scale) for a in attempts]
     for m in lost:
         if m.host == host.name:
@@ -510,9 +556,100 @@ def _bar(a: Attempt, y: float, rh: int, scale: _Scale) -> str:
         if a.backup
         else ""
     )
+    before = "".join(_segment(t, a.kind, y + 1, h, scale) for t in a.transfers
+                     if t.kind == "stage")
+    inside = "".join(_segment(t, a.kind, y + 1, h, scale, (x, x + w)) for t in a.transfers
+                     if t.kind != "stage")
     return (
-        f'<g class="{cls}" data-task="{_e(a.task)}"><rect class="bar" {geom}/>{overlay}'
-        f"{marker}<title>{_e(attempt_text(a, scale.t0))}</title></g>"
+        f'<g class="{cls}" data-task="{_e(a.task)}">{before}<rect class="bar" {geom}/>{inside}'
+        f"{overlay}{marker}<title>{_e(attempt_text(a, scale.t0))}</title></g>"
+    )
+
+
+def _first(a: Attempt) -> float:
+    """When the attempt began taking time: its staging's start, else its worker's."""
+    return a.staging.start if a.staging is not None else a.start
+
+
+def _segment(t: Transfer, kind: str, y: float, h: float, scale: _Scale,
+             within: tuple[float, float] | None = None) -> str:
+    """A transfer of an attempt: staging before its bar, fetch and collect ``within`` it."""
+    x0, x1 = scale.x(t.start), scale.x(t.end)
+    if within is not None:
+        lo, hi = within
+        x0, x1 = max(lo, min(x0, hi - 0.5)), max(lo, min(x1, hi))
+    return (
+        f'<rect class="seg {_e(t.kind)}" x="{_num(x0)}" y="{_num(y)}" '
+        f'width="{_num(max(x1 - x0, 0.5))}" height="{_num(h)}">'
+        f"<title>{_e(transfer_text(t, kind))}</title></rect>"
+    )
+
+
+def transfer_text(t: Transfer, kind: str = "map") -> str:
+    """One line on a transfer of a ``kind`` attempt (plain text; escape before use)."""
+    took = fmt_duration(t.duration)
+    if t.kind == "fetch":
+        return f"map outputs fetched from other hosts: {fmt_bytes(t.nbytes)} in {took}"
+    if t.kind == "collect":
+        return f"{'part file collected' if kind == 'reduce' else 'map outputs checked'} in {took}"
+    how = {
+        "in place": "input read in place",
+        "cached": "input already cached on the host",
+        "sent": f"input sent to the host: {fmt_bytes(t.nbytes)}",
+        "copied": f"input copied from host {t.peer or '?'}",
+    }.get(t.how)
+    if how is None:  # no end recorded: the attempt ended while its input was being staged
+        return f"staging its input: {took}, never finished"
+    return f"{how}, staged in {took}"
+
+
+def _waits(host: str, startups: list[Startup], attempts: list[Attempt], y: float, rh: int,
+           scale: _Scale) -> list[str]:
+    """Worker start-ups, and the gaps where a slot idled between them and its attempts."""
+    h = max(rh - 2, 2)
+    parts = []
+    busy: dict[int, list[tuple[float, float]]] = {}
+    for w in startups:
+        x = scale.x(w.start)
+        parts.append(
+            f'<g class="wait start"><rect x="{_num(x)}" y="{_num(y + w.slot * rh + 1)}" '
+            f'width="{_num(max(scale.x(w.end) - x, 0.5))}" height="{h}"/>'
+            f"<title>{_e(startup_text(w, scale.t0))}</title></g>"
+        )
+        busy.setdefault(w.slot, []).append((w.start, w.end))
+    for a in attempts:
+        busy.setdefault(a.slot, []).append((_first(a), a.end))
+    for slot, spans in sorted(busy.items()):
+        spans.sort()
+        reach = spans[0][1]
+        for start, end in spans[1:]:
+            if scale.x(start) - scale.x(reach) >= MIN_IDLE_PX:
+                parts.append(_idle(host, slot, reach, start, y + slot * rh, rh, scale))
+            reach = max(reach, end)
+    return parts
+
+
+def _idle(host: str, slot: int, t0: float, t1: float, y: float, rh: int, scale: _Scale) -> str:
+    x0, x1, cy = scale.x(t0), scale.x(t1), y + rh / 2
+    text = (
+        f"{host} slot {slot} idle for {fmt_duration(t1 - t0)}: +{fmt_duration(t0 - scale.t0)}"
+        f" → +{fmt_duration(t1 - scale.t0)}, waiting for a task it could run"
+    )
+    return (
+        f'<g class="wait idle"><rect x="{_num(x0)}" y="{_num(y)}" width="{_num(x1 - x0)}" '
+        f'height="{rh}"/><line x1="{_num(x0)}" y1="{_num(cy)}" x2="{_num(x1)}" y2="{_num(cy)}"/>'
+        f"<title>{_e(text)}</title></g>"
+    )
+
+
+def startup_text(w: Startup, t0: float) -> str:
+    """The hover text of a worker start-up (plain text; escape before use)."""
+    state = f"ready after {fmt_duration(w.end - w.start)}" if w.ready else (
+        f"never ready ({fmt_duration(w.end - w.start)})"
+    )
+    return (
+        f"worker starting on {w.host}, slot {w.slot}: +{fmt_duration(w.start - t0)}, {state}\n"
+        "process start, imports, job init and warm-up (a cold numba cache compiles here)"
     )
 
 
@@ -532,8 +669,13 @@ def attempt_text(a: Attempt, t0: float) -> str:
         f"{fmt_bytes(a.bytes_in)} in, {fmt_bytes(a.bytes_out)} out, "
         f"{a.records:,} records, {a.keys:,} keys"
     )
+    lines += [transfer_text(t, a.kind) for t in a.transfers]
     if a.error:
         lines.append(f"error: {a.error}")
+    if a.detail:
+        tail = a.detail.splitlines()[-DETAIL_LINES:]
+        lines += ["traceback (its last lines):" if len(tail) < len(a.detail.splitlines())
+                  else "traceback:", *tail]
     return "\n".join(lines)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import sysdeps
 import typer
+from mrtest import run_mapred
 from typer.testing import CliRunner
 
 from mapred import cli_runs, report
@@ -350,6 +351,124 @@ def test_report_of_a_killed_run_and_of_an_empty_run(tmp_path: Path) -> None:
     assert "unknown" in page and "No task ran" in page
 
 
+# --------------------------------------------------------------------------- real runs
+
+FAILING_JOB = """
+def mapper(line):
+    if line.startswith(b"poison"):
+        raise ValueError("bad record </pre><script>window.__pwned=5</script>")
+    yield line, 1
+
+
+def reducer(key, values):
+    yield key, sum(values)
+"""
+
+
+def _local_run(tmp_path: Path, job: str | Path, *args: str) -> tuple[int, Path]:
+    """Run ``job`` on a small corpus on this machine; (exit code, the run's directory)."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(3):
+        (corpus / f"f{i}.txt").write_text("".join(f"w{j} x y\n" for j in range(1500)))
+    (corpus / "z-last.txt").write_text("fine\npoison pill\n")  # far from the warm-up sample
+    state = tmp_path / "state"
+    proc = run_mapred("run", job, corpus, "-o", tmp_path / "out", "--state-dir", state,
+                      "--shard-size", "8K", *args, check=False)
+    (run_dir,) = (state / "runs").iterdir()
+    return proc.returncode, run_dir
+
+
+def _groups(gantt: str, cls: str) -> list[str]:
+    return re.findall(rf'<g class="{cls}[^"]*"[^>]*>.*?</g>', gantt, re.S)
+
+
+def test_a_local_runs_report_shows_staging_startups_and_the_hosts_address(
+        tmp_path: Path) -> None:
+    code, run_dir = _local_run(tmp_path, "wordcount")
+    assert code == 0
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert [h["address"] for h in plan["hosts"]] == ["local"]  # not the host's name again
+    run = load_run_dir(run_dir)
+    maps = [a for a in run.attempts if a.kind == "map"]
+    assert maps and all(a.staging is not None and a.staging.how == "in place" for a in maps)
+    assert all(a.staging.start <= a.staging.end <= a.start for a in maps if a.staging)
+    # read in place, no map output to check: only the reduces' part files are collected
+    assert all(a.transfers == (a.staging,) for a in maps)
+    reduces = [a for a in run.attempts if a.kind == "reduce"]
+    assert reduces and all([t.kind for t in a.transfers] == ["collect"] for a in reduces)
+    assert run.startups and all(w.host == run.hosts[0].name for w in run.startups)
+    page = render_report(run)
+    gantt = page.split('<svg id="gantt"')[1].split("</svg>")[0]
+    attempts = _groups(gantt, "att map")
+    assert len(attempts) == len(maps)
+    for g in attempts:  # the staging segment comes before the compute bar, with its title
+        assert re.search(r'<rect class="seg stage"[^>]*><title>input read in place, staged in '
+                         r'[^<]*</title></rect><rect class="bar"', g), g
+    starts = _groups(gantt, "wait start")
+    assert len(starts) == len(run.startups) and "worker starting on" in starts[0]
+    legend = page.split('<div class="legend">')[1].split("</div>")[0]
+    assert "input staged" in legend and "worker starting" in legend and "slot idle" in legend
+    host = run.hosts[0].name
+    assert f"<tr><td>{host}</td><td>local</td>" in page
+
+
+def test_a_failed_runs_report_shows_the_error_and_the_users_traceback_escaped(
+        tmp_path: Path) -> None:
+    job = tmp_path / "poisoned.py"
+    job.write_text(FAILING_JOB)
+    code, run_dir = _local_run(tmp_path, job, "--max-attempts", "1")
+    assert code == 1
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert "failed 1 time" in summary["error"] and "window.__pwned=5" in summary["error"]
+    assert "Traceback" in summary["detail"] and f'File "{job}", line 4' in summary["detail"]
+    page = render_report(load_run_dir(run_dir))
+    assert page.count("<script") == 1 and "window.__pwned=5</script>" not in page
+    error = page.split('<section class="error">')[1].split("</section>")[0]
+    assert "&lt;/pre&gt;&lt;script&gt;window.__pwned=5&lt;/script&gt;" in error
+    detail = error.split('<pre class="detail">')[1].split("</pre>")[0]
+    assert detail.startswith("Traceback (most recent call last):")
+    assert f"File &quot;{job}&quot;, line 4, in mapper" in detail
+    assert "ValueError: bad record &lt;/pre&gt;&lt;script&gt;" in detail
+    assert page.index('<section class="error">') < page.index('<div class="cards">')
+    failed = _groups(page.split('<svg id="gantt"')[1], "att map failed")
+    assert len(failed) == 1 and "traceback:" in failed[0] and "ValueError" in failed[0]
+
+
+def test_transfer_and_startup_texts() -> None:
+    T = report.Transfer
+    assert report.transfer_text(T("stage", 0, 1.5, "sent", 3 << 20)) == (
+        "input sent to the host: 3.0 MiB, staged in 1.5 s")
+    assert report.transfer_text(T("stage", 0, 0.25, "copied", 0, "h2")) == (
+        "input copied from host h2, staged in 250 ms")
+    assert report.transfer_text(T("stage", 0, 0.25, "cached")).startswith(
+        "input already cached on the host")
+    assert report.transfer_text(T("stage", 0, 2)) == "staging its input: 2.0 s, never finished"
+    assert report.transfer_text(T("fetch", 0, 2, nbytes=1024), "reduce") == (
+        "map outputs fetched from other hosts: 1.0 KiB in 2.0 s")
+    assert report.transfer_text(T("collect", 0, 2), "reduce").startswith("part file collected")
+    assert report.transfer_text(T("collect", 0, 2), "map").startswith("map outputs checked")
+    never = report.startup_text(report.Startup("h1", 1, 10, 14, False), 8)
+    assert never.startswith("worker starting on h1, slot 1: +2.0 s, never ready (4.0 s)")
+
+
+def test_worker_startups_and_idle_slots_are_drawn(tmp_path: Path) -> None:
+    plan, events, summ = simulate()
+    events[1:1] = [{"ts": T0 + 0.01, "event": "worker_start", "host": "h3", "slot": 0},
+                   {"ts": T0 + 0.25, "event": "worker_ready", "host": "h3", "slot": 0}]
+    run = load_run_dir(write_run(tmp_path / "state", RUN_ID, plan, events, summ))
+    gantt = render_report(run).split('<svg id="gantt"')[1].split("</svg>")[0]
+    lanes = dict(re.findall(r'<g class="lane" data-host="([^"]*)">(.*?)(?=<g class="lane"|$)',
+                            gantt, re.S))
+    (start,) = _groups(lanes["h3"], "wait start")
+    assert "worker starting on h3, slot 0: +10 ms, ready after 240 ms" in start
+    # h1's slots idle between their last map and their reduce (waiting for the last maps)
+    idle = _groups(lanes["h1"], "wait idle")
+    assert idle and all(re.search(r"h1 slot \d idle for [^:]+: \+[^,]+, waiting for a task", g)
+                        for g in idle)
+    assert len(_groups(gantt, "att ")) == len(run.attempts)  # waits are not attempts
+
+
 def test_formatters() -> None:
     assert report.fmt_bytes(0) == "0 B"
     assert report.fmt_bytes(1536) == "1.5 KiB"
@@ -639,6 +758,35 @@ def test_report_renders_in_chromium(browser: DevTools, run_dir: Path, tmp_path: 
               document.getElementById('gantt').classList.contains('hl-on')];
     })()""")
     assert clicked == [2, True]  # the straggler and its backup
+    assert browser.errors() == []
+
+
+def test_hovering_a_transfer_or_a_wait_shows_its_details(browser: DevTools,
+                                                        tmp_path: Path) -> None:
+    plan, events, summ = simulate()
+    for e in events:
+        if e["event"] == "task_start" and e["kind"] == "map":
+            e["staging"] = {"start": e["ts"] - 0.3, "end": e["ts"], "how": "sent",
+                            "bytes": 5 << 20}
+    events[1:1] = [{"ts": T0 + 0.01, "event": "worker_start", "host": "h3", "slot": 0},
+                   {"ts": T0 + 0.25, "event": "worker_ready", "host": "h3", "slot": 0}]
+    run_dir = write_run(tmp_path / "state", RUN_ID, plan, events, summ)
+    page = tmp_path / "report.html"
+    page.write_text(render_report(load_run_dir(run_dir)), encoding="utf-8")
+    browser.open(page.as_uri())
+    shown = browser.evaluate("""(() => {
+      const hover = (el) => {
+        el.dispatchEvent(new MouseEvent('mouseover', {bubbles: true}));
+        return document.getElementById('detail').textContent;
+      };
+      return [hover(document.querySelector('#gantt .att .seg.stage')),
+              hover(document.querySelector('#gantt .wait.start rect')),
+              hover(document.querySelector('#gantt .wait.idle line'))];
+    })()""")
+    stage, start, idle = shown
+    assert stage.startswith("m0") and "input sent to the host: 5.0 MiB, staged in 300 ms" in stage
+    assert start.startswith("worker starting on h3, slot 0")
+    assert " idle for " in idle and "waiting for a task" in idle
     assert browser.errors() == []
 
 

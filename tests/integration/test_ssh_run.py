@@ -153,6 +153,47 @@ def test_hostile_file_names_are_data_not_commands(hosts: Path, lan: Lan, tmp_pat
     assert find_pwned(lan, tmp_path) == []
 
 
+def test_the_report_of_a_lan_run_shows_its_transfers_and_each_hosts_address(
+        hosts: Path, lan: Lan, tmp_path: Path, env: dict[str, str]) -> None:
+    """Shards sent over rsync (or copied host to host), reduce inputs fetched from the other
+    hosts, map outputs checked and part files collected are journaled per attempt and drawn;
+    plan.json and the hosts table give each host's address, not its name again."""
+    from mapred.history import load_run_dir
+    from mapred.report import render_report
+
+    corpus = random_corpus(tmp_path / "corpus", 2, seed=os.getpid() + 7)  # cached nowhere
+    size = sum(p.stat().st_size for p in corpus.iterdir())
+    mapred("run", "wordcount", corpus, "-o", tmp_path / "out", "--hosts", hosts,
+           "--shard-size", "256K", "--reducers", "3", "--no-speculation", env=env)
+    (run_dir,) = (tmp_path / "state" / "mapred" / "runs").iterdir()
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert {h["name"]: h["address"] for h in plan["hosts"]} == {h.name: h.address
+                                                                for h in lan.hosts}
+    run = load_run_dir(run_dir)
+    maps = [a for a in run.attempts if a.kind == "map"]
+    stages = [a.staging for a in maps if a.staging is not None]
+    assert len(stages) == len(maps) and {t.how for t in stages} <= {"sent", "copied"}, stages
+    assert sum(t.nbytes or 0 for t in stages if t.how == "sent") >= size * 0.9, stages
+    assert all(t.end > t.start for t in stages)  # rsync takes real time
+    assert all(t.peer in {h.name for h in lan.hosts} for t in stages if t.how == "copied")
+    assert all([t.kind for t in a.transfers] == ["stage", "collect"] for a in maps)  # checked
+    reduces = [a for a in run.attempts if a.kind == "reduce"]
+    assert len(reduces) == 3 and all(a.transfers[-1].kind == "collect" for a in reduces)
+    for a in reduces:  # (on a cold numba cache one host may map everything alone)
+        fetched = [t for t in a.transfers if t.kind == "fetch"]
+        if any(m.host != a.host for m in maps):
+            assert len(fetched) == 1 and fetched[0].nbytes and fetched[0].end > a.start, a
+        else:
+            assert fetched == [], a
+    assert any(m.host != r.host for m in maps for r in reduces), "no fetch was tested"
+    page = render_report(run)
+    for h in lan.hosts:
+        assert f"<tr><td>{h.name}</td><td>{h.address}</td>" in page
+    assert "input sent to the host: " in page and "map outputs fetched from other hosts: " in page
+    assert "worker starting on" in page
+    assert wait_clean(lan) == {}
+
+
 # --------------------------------------------------------------------------- refusals
 
 
