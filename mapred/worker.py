@@ -20,7 +20,8 @@ cannot corrupt the protocol). Requests:
 ``python -m mapred.worker --warm`` only compiles (or loads) the engine kernels into this host's
 cache and exits: ``mapred hosts setup`` runs it so that the first run does not compile.
 
-Events: ``ready``/``init_failed``, ``progress``, ``done``, ``failed``, ``alive`` (heartbeat).
+Events: ``ready``/``init_failed``, ``progress``, ``fetched`` (a reduce's inputs from other hosts
+are in place: their bytes), ``done``, ``failed``, ``alive`` (heartbeat).
 
 Watchdog: when stdin reaches end of file — the coordinator quit, died or its connection dropped —
 the worker removes what its task in flight wrote and exits at once, even in the middle of a task.
