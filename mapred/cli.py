@@ -7,7 +7,9 @@ exit code of its class; see ``errors.py`` and the README's table of exit codes.
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,10 +23,13 @@ app = typer.Typer(
     name="mapred",
     help="Run map/reduce jobs over large text corpora on this machine or a few LAN hosts.\n\n"
     "Exit codes: 0 success, 1 the job failed, 2 usage or configuration error, 3 no usable "
-    "hosts, 75 another run holds the output lock, 130/143 interrupted.",
+    "hosts, 75 another run holds the output lock, 130/143/129 interrupted (INT/TERM/HUP).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's plain help, not rich's boxes: at 80 columns rich cut option names, printed <bool>
+    # on flags and took "[default: ...]" in help texts for markup
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -44,8 +49,9 @@ def _main(
 ) -> None:
     """Run map/reduce jobs over large text corpora on this machine or a few LAN hosts.
 
-    Exit codes: 0 success, 1 the job failed, 2 usage or configuration error, 3 no usable hosts, 75 another run holds the output lock, 130/143 interrupted.
-    """  # noqa: E501 - typer keeps docstring line breaks
+    Exit codes: 0 success, 1 the job failed, 2 usage or configuration error, 3 no usable
+    hosts, 75 another run holds the output lock, 130/143/129 interrupted (INT/TERM/HUP).
+    """
 
 
 def parse_size(text: str) -> int:
@@ -62,33 +68,36 @@ def parse_size(text: str) -> int:
     return value
 
 
-@app.command()
+@app.command(short_help="Run a job over a corpus; write OUT/part-NNNNN and OUT/_SUCCESS.")
 def run(
     job: Annotated[str, typer.Argument(
         help="Job module: a path (jobs/wordcount.py) or a bundled job's name (wordcount).",
-        show_default=False)],
+        metavar="JOB", show_default=False)],
     corpus: Annotated[Path, typer.Argument(
         help="Input: a file, or a directory walked recursively (hidden names skipped).",
-        show_default=False)],
+        metavar="CORPUS", show_default=False)],
     output: Annotated[Path, typer.Option(
-        "-o", "--output", help="Output directory: part-NNNNN files and _SUCCESS.",
-        show_default=False)],
+        "-o", "--output", metavar="OUT", help="Output directory: part-NNNNN files and _SUCCESS; "
+        "missing parent directories are created.", show_default=False)],
     hosts: Annotated[Path | None, typer.Option(
-        "--hosts", help="hosts.toml naming the machines to use.",
-        show_default="./hosts.toml if it exists, else this machine with all its cores")] = None,
-    reducers: Annotated[int | None, typer.Option(
-        "--reducers", "-r", min=1, help="Number of reducers (part files).",
-        show_default="total cores, at most one per shard")] = None,
-    param: Annotated[list[str] | None, typer.Option(
-        "-p", "--param", help="KEY=VALUE passed to the job's init(params); repeatable.",
+        "--hosts", metavar="FILE", help="hosts.toml naming the machines to use.  [default: "
+        "./hosts.toml if it exists, else this machine with all its cores]",
         show_default=False)] = None,
+    reducers: Annotated[int | None, typer.Option(
+        "--reducers", "-r", min=1, metavar="R", help="Number of reducers (part files); by "
+        "default the total cores, but at most one per shard.", show_default=False)] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        "-p", "--param", metavar="KEY=VALUE", help="A parameter for the job's init(params); "
+        "repeatable.", show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Replace an existing output directory (atomically).")] = False,
+        "--overwrite", help="Replace an existing output directory (atomically), if mapred "
+        "wrote it.")] = False,
     shard_size: Annotated[str, typer.Option(
-        "--shard-size", help="Target shard size in bytes, or with K/M/G; 'auto' gives each "
-        "core about three shards, at most 64M.")] = "auto",
+        "--shard-size", metavar="SIZE", help="Target shard size in bytes, or with K/M/G; 'auto' "
+        "gives each core about three shards, at most 64M.")] = "auto",
     max_attempts: Annotated[int, typer.Option(
-        "--max-attempts", min=1, help="Attempts per task before the job fails.")] = 4,
+        "--max-attempts", min=1, metavar="N", help="Attempts per task before the job "
+        "fails.")] = 4,
     accept_new_host_keys: Annotated[bool, typer.Option(
         "--accept-new-host-keys", help="Trust and record the key of a host not yet in "
         "known_hosts (a changed key is always refused).")] = False,
@@ -105,25 +114,27 @@ def run(
         "--follow-symlinks", help="Read what symlinks pointing outside the corpus point to "
         "(without it such a link is refused).")] = False,
     state_dir: Annotated[Path | None, typer.Option(
-        "--state-dir", help="Where run journals and locks live.",
-        show_default="$XDG_STATE_HOME/mapred or ~/.local/state/mapred")] = None,
+        "--state-dir", metavar="DIR", help="Where run journals and locks live.  [default: "
+        "$XDG_STATE_HOME/mapred or ~/.local/state/mapred]", show_default=False)] = None,
     deadline: Annotated[str | None, typer.Option(
-        "--deadline", help="Fail the run cleanly (exit 1) when it takes longer than this: "
-        "90s, 30m, 2h, or seconds.", show_default=False)] = None,
+        "--deadline", metavar="DURATION", help="Stop the run cleanly (exit 1, no output) when "
+        "it takes longer than this: 90s, 30m, 2h, 1h30m, 1d, or seconds.",
+        show_default=False)] = None,
     metrics_file: Annotated[Path | None, typer.Option(
-        "--metrics-file", help="Write Prometheus text-format metrics here at the end "
-        "(atomically; for node_exporter's textfile collector).", show_default=False)] = None,
+        "--metrics-file", metavar="FILE", help="Write Prometheus text-format metrics here at "
+        "the end (atomically; for node_exporter's textfile collector).",
+        show_default=False)] = None,
     log_format: Annotated[str, typer.Option(
-        "--log-format", help="stderr format: 'text', or 'json' (one JSON object per line, "
-        "no progress bar).")] = "text",
+        "--log-format", metavar="text|json", help="stderr format: 'text', or 'json' (one JSON "
+        "object per line, no progress bar).")] = "text",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
 ) -> None:
-    """Run JOB over CORPUS and write OUTPUT/part-NNNNN and OUTPUT/_SUCCESS.
+    """Run JOB over CORPUS and write OUT/part-NNNNN and OUT/_SUCCESS.
 
-    The output appears only when the whole job succeeded; a failed or interrupted run leaves no output (or the old one untouched).
-    """  # noqa: E501 - typer keeps docstring line breaks
-
+    The output appears only when the whole job succeeded; a failed or interrupted run leaves
+    no output (or the old one untouched).
+    """
     if log_format not in ("text", "json"):
         raise UsageError(f"--log-format must be 'text' or 'json', not {log_format!r}")
     _setup_logging(quiet, verbose, log_format)
@@ -229,17 +240,26 @@ class _Metrics:
             log.error("cannot write metrics file %s: %s", self.path, e.strerror)
 
 
+_DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_DURATION = re.compile("".join(rf"(?:(?P<{u}>{_NUMBER}){u})?" for u in _DURATION_UNITS))
+
+
 def parse_duration(text: str) -> float:
-    """``"90s"``, ``"30m"``, ``"2h"``, ``"1d"`` or plain seconds -> seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    t = text.strip().lower()
-    num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "s")
-    try:
-        value = float(num) * units[unit]
-    except ValueError:
-        raise UsageError(f"not a duration: {text!r} (examples: 90s, 30m, 2h)") from None
-    if value <= 0:
-        raise UsageError(f"duration must be positive: {text!r}")
+    """Seconds in ``"90"``, ``"90s"``, ``"30m"``, ``"2h"``, ``"1d"``, or a compound of those
+    units, largest first and each at most once: ``"1h30m"``, ``"1d2h"``, ``"1h30m15s"``.
+    Spaces and case are ignored; numbers may have decimals (``"1.5h"``)."""
+    t = "".join(text.split()).lower()
+    if re.fullmatch(_NUMBER, t):
+        value = float(t)
+    else:
+        m = _DURATION.fullmatch(t)
+        if m is None or not any(m.groups()):
+            raise UsageError(f"not a duration: {text!r} (examples: 90, 90s, 30m, 2h, 1d, "
+                             "1h30m, 1h30m15s: units d, h, m, s, largest first)")
+        value = sum(float(n) * _DURATION_UNITS[u] for u, n in m.groupdict().items() if n)
+    if not value > 0 or not math.isfinite(value):
+        raise UsageError(f"duration must be positive and finite: {text!r}")
     return value
 
 

@@ -390,7 +390,8 @@ def _wheel_dir_name(probe: dict[str, Any]) -> str:
 # --- typer commands --------------------------------------------------------------------------
 
 HostsOpt = Annotated[Path | None, typer.Option(
-    "--hosts", help="The hosts file (hosts.toml format).", show_default="./hosts.toml")]
+    "--hosts", metavar="FILE", help="The hosts file (hosts.toml format).  "
+    "[default: ./hosts.toml]", show_default=False)]
 AcceptOpt = Annotated[bool, typer.Option(
     "--accept-new-host-keys", help="Trust and remember host keys not yet in known_hosts "
     "(a changed key is always refused).")]
@@ -416,7 +417,8 @@ def check_command(
     hosts: HostsOpt = None,
     accept_new_host_keys: AcceptOpt = False,
     timeout: Annotated[float, typer.Option(
-        "--timeout", help="Deadline in seconds for each host's probe.")] = CHECK_TIMEOUT,
+        "--timeout", metavar="SECONDS",
+        help="Deadline in seconds for each host's probe.")] = CHECK_TIMEOUT,
 ) -> None:
     """Check every host: SSH and host key, versions, numba/mmh3, rsync, cores, free disk.
 
@@ -444,8 +446,8 @@ def setup_command(
     hosts: HostsOpt = None,
     accept_new_host_keys: AcceptOpt = False,
     python: Annotated[str | None, typer.Option(
-        "--python", help="Interpreter on the hosts to create the venv with [default: the "
-        "hosts file's python].", show_default=False)] = None,
+        "--python", metavar="PATH", help="Interpreter on the hosts to create the venv with.  "
+        "[default: the hosts file's python]", show_default=False)] = None,
 ) -> None:
     """Install this machine's mapred and its dependencies into WORKDIR/venv on every host.
 
@@ -475,9 +477,11 @@ def setup_command(
 def register(app: Any) -> None:
     """Add ``mapred hosts check`` and ``mapred hosts setup`` to the typer app."""
     hosts_app = typer.Typer(name="hosts", help="Check or prepare the SSH hosts of a hosts.toml.",
-                            no_args_is_help=True)
-    hosts_app.command("check")(check_command)
-    hosts_app.command("setup")(setup_command)
+                            no_args_is_help=True, rich_markup_mode=None)
+    hosts_app.command("check", short_help="Check every host: SSH, versions, rsync, cores, "
+                      "free disk.")(check_command)
+    hosts_app.command("setup", short_help="Install this mapred and its dependencies on every "
+                      "host.")(setup_command)
     app.add_typer(hosts_app, name="hosts")
 
 

@@ -23,6 +23,7 @@ import typer
 from mapred import history
 from mapred.errors import UsageError
 from mapred.history import HostStats, Run, RunInfo, display_text
+from mapred.output import make_parents, remove_empty
 from mapred.report import (
     fmt_bytes,
     fmt_counter,
@@ -31,6 +32,7 @@ from mapred.report import (
     fmt_time,
     render_report,
 )
+from mapred.words import plural
 
 SHOW_WIDTH = 80
 
@@ -38,18 +40,26 @@ StateDirOption = Annotated[
     Path | None,
     typer.Option(
         "--state-dir",
-        help="Directory holding mapred's run history.",
-        show_default="$XDG_STATE_HOME/mapred or ~/.local/state/mapred",
+        metavar="DIR",
+        help="Directory holding mapred's run history.  "
+        "[default: $XDG_STATE_HOME/mapred or ~/.local/state/mapred]",
+        show_default=False,
     ),
 ]
 RunArgument = Annotated[
     str,
     typer.Argument(
-        help="Run id, any unique prefix of it (see `mapred runs`), or a run directory path.",
+        help="Run id, or any part of one that no other run id contains (see `mapred runs`), "
+        "or a run directory path.",
         metavar="RUN",
         show_default=False,
     ),
 ]
+SHORT_HELP = {
+    "runs": "List past runs, newest first.",
+    "show": "Show one run: status, timing, counters, per-host figures.",
+    "report": "Write a self-contained HTML report of a run.",
+}
 
 
 def register(app: typer.Typer) -> None:
@@ -59,7 +69,7 @@ def register(app: typer.Typer) -> None:
         ("show", show_command),
         ("report", report_command),
     ):
-        app.command(name, help=_help(command))(command)
+        app.command(name, help=_help(command), short_help=SHORT_HELP[name])(command)
 
 
 def _help(command: Callable[..., None]) -> str:
@@ -75,7 +85,8 @@ def _help(command: Callable[..., None]) -> str:
 def runs_command(
     limit: Annotated[
         int,
-        typer.Option("--limit", "-n", min=0, help="Show at most N runs, newest first; 0: all."),
+        typer.Option("--limit", "-n", min=0, metavar="N",
+                     help="Show at most N runs, newest first; 0: all."),
     ] = 20,
     state_dir: StateDirOption = None,
 ) -> None:
@@ -94,7 +105,8 @@ def runs_command(
     width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
     typer.echo(format_runs_table(infos, width))
     if total > len(infos):
-        typer.echo(f"({total - len(infos)} older runs not shown; --limit 0 shows all)", err=True)
+        older = plural(total - len(infos), "older run")
+        typer.echo(f"({older} not shown; --limit 0 shows all)", err=True)
 
 
 def show_command(run: RunArgument, state_dir: StateDirOption = None) -> None:
@@ -113,8 +125,10 @@ def report_command(
         typer.Option(
             "--output",
             "-o",
-            help="HTML file to write, replaced atomically; '-' writes to stdout.",
-            show_default="./mapred-report-RUN_ID.html",
+            metavar="FILE",
+            help="HTML file to write, replaced atomically; '-' writes to stdout; missing "
+            "parent directories are created.  [default: ./mapred-report-RUN_ID.html]",
+            show_default=False,
         ),
     ] = None,
     state_dir: StateDirOption = None,
@@ -146,12 +160,12 @@ def write_atomic(path: Path, data: bytes) -> None:
     """
     if path.is_dir():
         raise UsageError(f"cannot write report to {path}: it is a directory")
+    made = make_parents(path)  # removed again if the report cannot be written
     parent = path.parent
-    if not parent.is_dir():
-        raise UsageError(f"cannot write report to {path}: directory {parent} does not exist")
     try:
         fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
+        remove_empty(made)
         raise UsageError(f"cannot write report to {path}: {e.strerror or e}") from e
     try:
         with os.fdopen(fd, "wb") as f:
@@ -163,6 +177,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        remove_empty(made)
         raise
 
 

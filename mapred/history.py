@@ -31,6 +31,7 @@ from typing import Any
 
 from mapred import paths
 from mapred.errors import UsageError
+from mapred.words import plural
 
 PLAN_FILE = "plan.json"
 EVENTS_FILE = "events.jsonl"
@@ -39,6 +40,7 @@ SUMMARY_FILE = "summary.json"
 FINAL_STATUSES = ("succeeded", "failed", "interrupted")
 OUTCOMES = ("ok", "failed", "killed", "lost")
 MAX_NOTES = 20
+MAX_CANDIDATES = 10  # run ids listed when a part of one is ambiguous
 # A pid whose process started this long after the run's recorded start belongs to someone else
 # (pids are reused); the slack absorbs /proc's whole-second boot time and clock adjustments.
 PID_START_SLACK = 5.0
@@ -262,9 +264,11 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
 
 
 def resolve_run(state: Path, ref: str) -> Path:
-    """The run directory for an id, a unique id prefix, or a path to a run directory.
+    """The run directory for an id, any part of an id (``20261127``, ``T1810``, ``2112e0``), or a
+    path to a run directory.
 
-    Raises `UsageError` naming ``ref`` when nothing matches or the prefix is ambiguous.
+    A part names the one id containing it; when several do, the one it starts, if only one;
+    else `UsageError` (exit 2) listing them. Nothing matching is a `UsageError` naming ``ref``.
     """
     if os.sep in ref or ref in (".", ".."):
         candidate = Path(ref)
@@ -276,13 +280,18 @@ def resolve_run(state: Path, ref: str) -> Path:
     ids = run_ids(state)
     if ref in ids:
         return paths.run_dir(state, ref)
-    matches = [i for i in ids if i.startswith(ref)] if ref else []
+    matches = [i for i in ids if ref in i] if ref else []
+    if len(matches) > 1:  # a part that starts one id and only appears inside the others
+        matches = [i for i in matches if i.startswith(ref)] or matches
     if len(matches) == 1:
         return paths.run_dir(state, matches[0])
     if not matches:
         raise UsageError(f"no run matches {ref!r} in {runs_root(state)} (see `mapred runs`)")
-    shown = ", ".join(matches[:5]) + (f" and {len(matches) - 5} more" if len(matches) > 5 else "")
-    raise UsageError(f"run id prefix {ref!r} is ambiguous: it matches {shown}")
+    shown = ", ".join(matches[:MAX_CANDIDATES])
+    if len(matches) > MAX_CANDIDATES:
+        shown += f" and {len(matches) - MAX_CANDIDATES} more"
+    raise UsageError(f"run id {ref!r} is ambiguous: {len(matches)} runs match it: {shown} "
+                     "(give more of the id)")
 
 
 # --------------------------------------------------------------------------- listing
@@ -367,7 +376,7 @@ def _process_start_time(pid: int) -> float | None:
 
 
 def load_run(state: Path, ref: str) -> Run:
-    """Load the run named by an id, a unique id prefix or a run directory path.
+    """Load the run named by an id, a part of one (see `resolve_run`) or a run directory path.
 
     Raises `UsageError` for an unknown or ambiguous reference; file damage only adds notes.
     """
@@ -422,7 +431,7 @@ def load_run_dir(path: Path) -> Run:
 
 
 def _more(n: int) -> tuple[str, ...]:
-    return (f"... and {n} more notes",) if n > 0 else ()
+    return (f"... and {plural(n, 'more note')}",) if n > 0 else ()
 
 
 def _end_time(summary: JSON | None, events: list[JSON], status: str) -> float | None:

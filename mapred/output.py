@@ -7,7 +7,9 @@ interrupted run removes its staging directory: ``OUT`` is either absent, the old
 Without ``renameat2`` the old ``OUT`` is renamed to ``.OUT.mapred-old-RUNID`` first: a crash
 between the two renames leaves ``OUT`` absent and the old output there, until the next run of the
 same ``OUT`` puts it back. A run holds a flock on its staging directory; the next run removes the
-staging directories nobody holds (their run was killed with SIGKILL or lost power).
+staging directories nobody holds (their run was killed with SIGKILL or lost power). Missing parent
+directories of ``OUT`` are made when the run stages and removed again at its end if they are still
+empty: a run that fails leaves none behind.
 
 ``--overwrite`` replaces only what mapred wrote: an empty directory, or one holding ``_SUCCESS``
 and nothing but part files. The commit renames only a staging directory holding exactly the part
@@ -81,10 +83,56 @@ def check_output(output: Path, corpus: Path, overwrite: bool,
         if not overwrite:
             raise UsageError(f"output exists: {output} (use --overwrite to replace it)")
         _check_replaceable(output)
-    if not output.parent.is_dir():
-        raise UsageError(f"output's parent directory does not exist: {output.parent}")
-    if not os.access(output.parent, os.W_OK):
-        raise UsageError(f"output's parent directory is not writable: {output.parent}")
+    parent = _missing_parents(output)[1]
+    if not parent.is_dir():
+        raise UsageError(f"output {output} cannot be made: {parent} is not a directory")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"output's parent directory is not writable: {parent}")
+
+
+def _missing_parents(path: Path) -> tuple[list[Path], Path]:
+    """The ancestors of ``path`` that do not exist, innermost first, and the nearest one that
+    does (as a name: it may be a file, or a dangling link)."""
+    missing, parent = [], path.parent
+    while not os.path.lexists(parent) and parent.parent != parent:
+        missing.append(parent)
+        parent = parent.parent
+    return missing, parent
+
+
+def make_parents(path: Path) -> list[Path]:
+    """Create the missing directories above ``path`` (like ``mkdir -p``, umask applies); return
+    the ones made here, outermost first, for `remove_empty` to take back if nothing is written.
+
+    A directory that appears meanwhile is used but not counted as made here; a non-directory in
+    the way, or a directory that cannot be made, is a `UsageError` (after removing what was made).
+    """
+    made: list[Path] = []
+    for d in reversed(_missing_parents(path)[0]):
+        try:
+            os.mkdir(d)
+        except FileExistsError:
+            if d.is_dir():
+                continue
+            remove_empty(made)
+            raise UsageError(f"cannot create directory {d}: something else is there") from None
+        except OSError as e:
+            remove_empty(made)
+            raise UsageError(f"cannot create directory {d}: {e.strerror or e}") from e
+        made.append(d)
+    if made:
+        log.debug("created %s for %s", ", ".join(map(str, made)), path)
+    return made
+
+
+def remove_empty(made: list[Path]) -> None:
+    """Remove the directories `make_parents` made, innermost first, as long as they are empty:
+    one holding anything (the committed output, the user's files) stays, and so do those above."""
+    for d in reversed(made):
+        try:
+            os.rmdir(d)
+        except OSError:
+            return
 
 
 class OutputLock:
@@ -95,6 +143,7 @@ class OutputLock:
         self.output = output
         self._fd: int | None = None
         self._staging_fd: int | None = None
+        self._made: list[Path] = []  # OUT's missing parents, made by stage()
 
     def __enter__(self) -> OutputLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,11 +160,15 @@ class OutputLock:
             if fd is not None:
                 os.close(fd)
         self._fd = self._staging_fd = None
+        remove_empty(self._made)  # a run that wrote nothing leaves no directories behind
+        self._made = []
 
     def stage(self, run_id: str) -> Path:
         """Make this run's staging directory, flocked while the run lives, after removing what
-        dead runs left beside OUT."""
+        dead runs left beside OUT. OUT's missing parent directories are made first; the lock's
+        exit removes them again unless something is in them then (the committed OUT)."""
         assert self._fd is not None, "stage() needs the lock held"
+        self._made += make_parents(self.output)
         for what in self.sweep():
             log.info("%s (left by a run that was killed)", what)
         staging = paths.staging_dir(self.output, run_id)

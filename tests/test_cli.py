@@ -20,6 +20,8 @@ import sysdeps
 from mrtest import FORTUNES, ROOT, escape, read_output, run_mapred
 
 from mapred import paths
+from mapred.cli import parse_duration
+from mapred.errors import UsageError
 
 
 @pytest.fixture()
@@ -85,7 +87,10 @@ def test_relative_paths_are_relative_to_where_mapred_runs(job, params, corpus, t
     (["run", "{tmp}/nope.py", "{corpus}", "-o", "{tmp}/o"], 2, ["job module not found"]),
     (["run", "wordcount", "{corpus}", "-o", "{tmp}/o", "-p", "novalue"], 2, ["KEY=VALUE"]),
     (["run", "wordcount", "{corpus}", "-o", "{corpus}/inside"], 2, ["overlap"]),
-    (["run", "wordcount", "{corpus}", "-o", "{tmp}/no/parent"], 2, ["parent"]),
+    (["run", "wordcount", "{corpus}", "-o", "/dev/null/o"], 2,
+     ["output /dev/null/o cannot be made: /dev/null is not a directory"]),
+    (["run", "wordcount", "{corpus}", "-o", "{tmp}/o", "--deadline", "1h30x"], 2,
+     ["not a duration: '1h30x'", "1h30m"]),
     (["run", "grep", "{corpus}", "-o", "{tmp}/o"], 2, ["grep.py", "missing parameter: pattern"]),
     (["run", "grep", "{corpus}", "-o", "{tmp}/o", "-p", "pattern=("], 2, ["not a valid"]),
     (["run", "ngrams", "{corpus}", "-o", "{tmp}/o", "-p", "n=x"], 2, ["parameter n"]),
@@ -249,6 +254,42 @@ def test_help_is_complete():
     for option in ("--output", "--hosts", "--reducers", "--param", "--overwrite"):
         assert option in run_help
     assert "Exit codes" in run_mapred("--help").stdout.decode()
+
+
+@pytest.mark.parametrize("text,seconds", [
+    ("90", 90), ("0.5", 0.5), ("90s", 90), ("30m", 1800), ("2h", 7200), ("1d", 86400),
+    ("1h30m", 5400), ("1h30m15s", 5415), ("1d2h", 93600), ("1.5h", 5400), (" 1H 30M ", 5400),
+    ("2m0s", 120)])
+def test_durations_single_or_compound(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "h", "1x", "30m1h", "1h1h", "1h-5m", "-5", "0", "0s",
+                                  "1e3", "1 h 2", "1.2.3s", "9" * 400])
+def test_bad_durations_are_usage_errors(text: str) -> None:
+    with pytest.raises(UsageError, match="duration"):
+        parse_duration(text)
+
+
+def test_missing_output_parents_are_made_and_a_failed_run_leaves_none(corpus, tmp_path,
+                                                                      state_env):
+    out = tmp_path / "new" / "deeper" / "out"
+    run_mapred("run", "wordcount", corpus, "-o", out, "--deadline", "1h30m", env=state_env)
+    assert read_output(out) == {b"a": b"2", b"b": b"2", b"c": b"1"}
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out"]  # no staging left
+    job = job_file(tmp_path, """
+        def mapper(line):
+            raise ValueError("no")
+        def reducer(key, values):
+            yield key, sum(values)
+    """)
+    (tmp_path / "kept").mkdir()  # an existing parent stays, the ones made for the run go
+    for target in (tmp_path / "fresh" / "a" / "out", tmp_path / "kept" / "b" / "out"):
+        proc = run_mapred("run", job, corpus, "-o", target, "--max-attempts", "1", check=False,
+                          env=state_env)
+        assert proc.returncode == 1, proc.stderr.decode()
+    assert not (tmp_path / "fresh").exists()
+    assert list((tmp_path / "kept").iterdir()) == []
 
 
 def test_second_run_on_locked_output_exits_75(corpus, tmp_path, state_env):

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import typer
+from mrtest import run_mapred
 from typer.testing import CliRunner
 
 from mapred import cli_runs, history
@@ -399,9 +400,12 @@ def test_load_run_by_exact_id_and_unique_prefix(state: Path) -> None:
 def test_load_run_ambiguous_or_unknown_prefix_names_it(state: Path) -> None:
     write_run(state, "20261127T100000-aaaaaa", plan("1"), EVENTS)
     write_run(state, "20261127T110000-bbbbbb", plan("2"), EVENTS)
-    with pytest.raises(UsageError, match=r"prefix '20261127' is ambiguous") as err:
+    with pytest.raises(UsageError, match=r"run id '20261127' is ambiguous: 2 runs match") as err:
         history.load_run(state, "20261127")
     assert "20261127T100000-aaaaaa" in str(err.value) and "T110000-bbbbbb" in str(err.value)
+    with pytest.raises(UsageError, match=r"'0000-' is ambiguous: 2 runs match it: "
+                       r"20261127T110000-bbbbbb, 20261127T100000-aaaaaa \(give more"):
+        history.load_run(state, "0000-")  # inside both ids, at the start of neither
     with pytest.raises(UsageError, match=r"no run matches '1999'"):
         history.load_run(state, "1999")
     with pytest.raises(UsageError, match="no run matches ''"):
@@ -410,6 +414,42 @@ def test_load_run_ambiguous_or_unknown_prefix_names_it(state: Path) -> None:
         history.load_run(state, "../no-such-run-dir")
     with pytest.raises(UsageError, match="is not a run directory"):
         history.load_run(state, str(state))
+
+
+def test_load_run_by_any_part_of_its_id(state: Path) -> None:
+    write_run(state, "20261127T100000-a1b2c3", plan("1"), EVENTS, summary("1"))
+    write_run(state, "20261128T093000-ffffff", plan("2"), EVENTS, summary("2"))
+    write_run(state, "20251201T120000-202611", plan("3"), EVENTS, summary("3"))
+    for part, run_id in (("a1b2", "20261127T100000-a1b2c3"), ("b2c3", "20261127T100000-a1b2c3"),
+                         ("T0930", "20261128T093000-ffffff"), ("1128T09", "20261128T093000-ffffff"),
+                         ("ffffff", "20261128T093000-ffffff"), ("1201", "20251201T120000-202611"),
+                         # inside the third id too, but the start of only the first two's:
+                         ("2026112", None), ("202611", None), ("20261127", "20261127T100000-a1b2c3")):
+        if run_id is None:
+            with pytest.raises(UsageError, match="ambiguous"):
+                history.load_run(state, part)
+        else:
+            assert history.load_run(state, part).path.name == run_id, part
+
+
+def test_a_part_that_starts_one_id_wins_over_ids_that_contain_it(state: Path) -> None:
+    write_run(state, "20261127T100000-aaaaaa", plan("1"), EVENTS)
+    write_run(state, "20251201T100000-202611", plan("2"), EVENTS)
+    assert history.load_run(state, "202611").path.name == "20261127T100000-aaaaaa"
+
+
+def test_show_with_an_ambiguous_part_exits_2_listing_the_runs(state: Path) -> None:
+    for run_id in ("20261127T100000-aaaaaa", "20261127T110000-bbbbbb", "20261128T090000-cccccc"):
+        write_run(state, run_id, plan("x"), EVENTS, summary("x"))
+    for command in ("show", "report"):
+        proc = run_mapred(command, "T1", "--state-dir", state, check=False)
+        err = proc.stderr.decode()
+        assert proc.returncode == 2, err
+        assert err.strip().splitlines() == [
+            "mapred: error: run id 'T1' is ambiguous: 2 runs match it: 20261127T110000-bbbbbb, "
+            "20261127T100000-aaaaaa (give more of the id)"], err
+    assert run_mapred("show", "bbb", "--state-dir", state).stdout.decode().startswith(
+        "run       20261127T110000-bbbbbb")
 
 
 def test_load_run_by_directory_path(state: Path) -> None:
@@ -554,7 +594,7 @@ def test_runs_command_table(state: Path) -> None:
     assert lines[2].endswith("succeeded") and "10.0 s" in lines[2]
     result = CliRunner().invoke(_app(), ["runs", "-n", "1", "--state-dir", str(state)])
     assert len(result.stdout.splitlines()) == 2
-    assert "1 older runs not shown" in result.output
+    assert "(1 older run not shown; --limit 0 shows all)" in result.output
 
 
 def test_runs_command_with_no_runs(state: Path) -> None:

@@ -511,18 +511,34 @@ def _umask() -> int:
 
 def test_report_command_user_mistakes(run_dir: Path, tmp_path: Path) -> None:
     state = run_dir.parent.parent
-    missing = tmp_path / "nope" / "r.html"
+    (tmp_path / "file").write_text("")
+    below_a_file = tmp_path / "file" / "r.html"
     result = CliRunner().invoke(
-        _app(), ["report", RUN_ID, "-o", str(missing), "--state-dir", str(state)]
+        _app(), ["report", RUN_ID, "-o", str(below_a_file), "--state-dir", str(state)]
     )
     assert isinstance(result.exception, UsageError)
-    assert "does not exist" in str(result.exception)
+    assert "cannot write report to" in str(result.exception)
     result = CliRunner().invoke(_app(), ["report", "1999", "--state-dir", str(state)])
     assert isinstance(result.exception, UsageError) and "'1999'" in str(result.exception)
     result = CliRunner().invoke(
         _app(), ["report", RUN_ID, "-o", str(tmp_path), "--state-dir", str(state)]
     )
     assert isinstance(result.exception, UsageError) and "directory" in str(result.exception)
+
+
+def test_packed_shards_count_their_other_files_in_words() -> None:
+    one_more = report._shard_cells(report.Shard("a.txt", 0, 10, files=2, nbytes=20))
+    assert one_more[:2] == ("a.txt + 1 more file", "2 files")
+    assert report._shard_cells(report.Shard("a.txt", 0, 10, files=3))[0] == "a.txt + 2 more files"
+
+
+def test_report_into_directories_that_do_not_exist_yet(run_dir: Path, tmp_path: Path) -> None:
+    target = tmp_path / "reports" / "2026" / "r.html"
+    result = CliRunner().invoke(
+        _app(), ["report", RUN_ID, "-o", str(target), "--state-dir", str(run_dir.parent.parent)]
+    )
+    assert result.exit_code == 0, result.output
+    assert target.read_text().startswith("<!DOCTYPE html>")
 
 
 def test_report_command_to_stdout_and_by_path(run_dir: Path) -> None:
@@ -544,6 +560,9 @@ def test_write_atomic_keeps_the_old_file_when_writing_fails(
     with pytest.raises(OSError):
         cli_runs.write_atomic(target, b"new")
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["r.html"]
+    with pytest.raises(OSError):  # and the directories it made for a new file go again
+        cli_runs.write_atomic(tmp_path / "new" / "dir" / "r.html", b"new")
+    assert os.listdir(tmp_path) == ["r.html"]
 
 
 def test_help_texts() -> None:
