@@ -27,7 +27,12 @@ def test_the_readme_shows_the_jobs_it_says() -> None:
     assert [lang for lang, _ in BLOCKS].count("toml") == 1
 
 
-@pytest.mark.parametrize("code", PYTHON, ids=bundled_name)
+def _snippet_id(code: str) -> str:
+    m = re.match(r"# jobs/(\w+)\.py\b", code)
+    return m[1] if m else "unnamed"
+
+
+@pytest.mark.parametrize("code", PYTHON, ids=_snippet_id)
 def test_a_python_snippet_runs_as_is_like_the_bundled_job(code: str, tmp_path: Path,
                                                          state_env: dict[str, str]) -> None:
     name = bundled_name(code)
