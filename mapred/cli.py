@@ -126,7 +126,7 @@ def run(
         show_default=False)] = None,
     log_format: Annotated[str, typer.Option(
         "--log-format", metavar="text|json", help="stderr format: 'text', or 'json' (one JSON "
-        "object per line, no progress bar).")] = "text",
+        "object per line; progress as events, no bar).")] = "text",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
 ) -> None:
@@ -207,19 +207,16 @@ def _summary_line(summary: Any) -> str:
     """``45.2 MiB in 12 shards -> 1,234 keys in 2 parts, out/ in 3.21 s (run ...)``: sizes in
     the units of the progress bar (input bytes as on disk; gzip input also decompressed)."""
     from mapred.units import fmt_bytes, fmt_duration
+    from mapred.words import plural
 
     c = summary.counters
     size = fmt_bytes(c.get("input_bytes", 0))
     if c.get("input_gzip"):
         size += f" ({fmt_bytes(c.get('map_bytes_in', 0))} decompressed)"
-    return (f"{size} in {_plural(summary.shards, 'shard')} -> "
-            f"{_plural(c.get('reduce_keys_out', 0), 'key')} in "
-            f"{_plural(summary.reducers, 'part')}, {summary.output}/ in "
+    return (f"{size} in {plural(summary.shards, 'shard')} -> "
+            f"{plural(c.get('reduce_keys_out', 0), 'key')} in "
+            f"{plural(summary.reducers, 'part')}, {summary.output}/ in "
             f"{fmt_duration(summary.seconds)} (run {summary.run_id})")
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
 
 
 class _Metrics:

@@ -36,6 +36,7 @@ from typing import Annotated, Any
 import typer
 
 from mapred import __version__
+from mapred.words import plural
 
 RUNTIME_DEPS = ("numpy", "numba", "mmh3")  # what workers import (llvmlite comes with numba)
 CHECK_TIMEOUT = 60.0  # seconds for the probe (a cold numba import is slow)
@@ -439,7 +440,7 @@ def _exit_for(code: int, failed: list[str], total: int) -> None:
     if code == EXIT_NONE_USABLE:
         raise NoHostsError(f"no usable host: all {total} failed")
     if code == EXIT_SOME_FAIL:
-        raise JobError(f"{len(failed)} of {total} hosts failed: {', '.join(failed)}")
+        raise JobError(f"{len(failed)} of {plural(total, 'host')} failed: {', '.join(failed)}")
 
 
 def setup_command(

@@ -274,8 +274,8 @@ class Runner:
                 self._shard_committed(shard.task)
                 reused += 1
         self.counters["map_reused"] = reused
-        log.info("resuming run %s: %d of %d map tasks reused", self.previous.run_id, reused,
-                 len(self.shards), extra={"event": "resume", "fields": {
+        log.info("resuming run %s: %d of %s reused", self.previous.run_id, reused,
+                 plural(len(self.shards), "map task"), extra={"event": "resume", "fields": {
                      "resumed_from": self.previous.run_id, "reused": reused}})
 
     def _adopt_kept(self, prev: resume.Previous) -> dict[str, tuple[str, dict[int, list[str]]]]:
