@@ -6,6 +6,11 @@ returns. Rules:
 
 * map tasks first, in plan order, to whichever slot is idle (hosts pull work as they go idle, so a
   host with more cores or faster cores does more); reduce tasks once every map task is committed;
+* locality: an idle slot first takes a pending map task whose input its host already holds
+  (``InputsCached``: the runner says which shards a host has in its cache). A slot whose host
+  holds none of the pending inputs never waits: it takes a task whose input no host holds, else
+  one held by the host with the most such work left per slot; no slot stays idle while a task it
+  may run is pending;
 * every attempt has an id ``<task>.<n>``; an event about an attempt that is not running for its
   task (a late result of a lost, cancelled or superseded attempt) is ignored: attempts are fenced;
 * the first successful attempt of a task is committed, once; its other running attempts are
@@ -46,6 +51,7 @@ class Task:
     attempts: int = 0  # attempts started so far (numbers the next attempt)
     failures: int = 0
     failed_on: set[str] = field(default_factory=set)  # hosts where an attempt of it failed
+    cached_on: set[str] = field(default_factory=set)  # map: hosts that hold its input already
     running: dict[str, str] = field(default_factory=dict)  # attempt -> slot
     not_before: float = 0.0  # backoff: no new attempt before this time
     committed: str | None = None
@@ -106,6 +112,15 @@ class MapOutputLost:
 
     task: str
     reason: str
+
+
+@dataclass(frozen=True)
+class InputsCached:
+    """``host`` holds the inputs of these map tasks (in its shard cache): its free slots take
+    them first. Placement only: a task runs correctly anywhere."""
+
+    host: str
+    tasks: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -187,7 +202,7 @@ class NoHosts:
 
 
 Event = (SlotReady | AttemptDone | AttemptFailed | SlotLost | HostLost | MapOutputLost | Tick
-         | Preloaded)
+         | Preloaded | InputsCached)
 Instruction = (Assign | Commit | Cancel | Discard | ExcludeHost | Finished | Failed | NoHosts)
 
 
@@ -260,6 +275,10 @@ class Scheduler:
             self._output_lost(event, out)
         elif isinstance(event, Preloaded):
             self._preloaded(event)
+        elif isinstance(event, InputsCached):
+            for tid in event.tasks:
+                if tid in self.tasks and self.tasks[tid].kind == MAP:
+                    self.tasks[tid].cached_on.add(event.host)
         if not self.over:
             self._schedule(out)
         return out
@@ -398,12 +417,14 @@ class Scheduler:
         pending = [t for t in self.tasks.values() if t.kind == kind and t.state == "pending"
                    and t.not_before <= self.now]
         usable = self.usable_hosts()
+        if kind == MAP:
+            pending = self._place_local(idle, pending, usable, out)
         for task in pending:
             if not idle:
                 break
             # a retry goes to a host where the task has not failed yet, while there is one;
             # a reduce goes where most of its input already is
-            fits = [s for s in idle if s.host not in task.failed_on or usable <= task.failed_on]
+            fits = [s for s in idle if self._fits(s, task, usable)]
             if not fits:
                 continue
             slot = fits[0]
@@ -414,6 +435,41 @@ class Scheduler:
         if idle and self.policy.speculation and not any(
                 t.kind == kind and t.state == "pending" for t in self.tasks.values()):
             self._speculate(kind, idle, out)
+
+    @staticmethod
+    def _fits(slot: Slot, task: Task, usable: set[str]) -> bool:
+        """Whether ``slot`` may run ``task``: not where it failed, unless it failed everywhere."""
+        return slot.host not in task.failed_on or usable <= task.failed_on
+
+    def _place_local(self, idle: list[Slot], pending: list[Task], usable: set[str],
+                     out: list[Instruction]) -> list[Task]:
+        """Start on each idle slot the first pending map task whose input its host holds; return
+        the tasks left, in the order other slots should take them: inputs no usable host holds
+        first (they must be sent anyway), then those of the hosts with the most held work left
+        per slot (the host least likely to get to them itself); plan order otherwise."""
+        left = list(pending)
+        for slot in list(idle):
+            task = next((t for t in left if slot.host in t.cached_on
+                         and self._fits(slot, t, usable)), None)
+            if task is not None:
+                idle.remove(slot)
+                left.remove(task)
+                out.append(self._start(slot, task))
+        if not idle:
+            return left
+        slots: dict[str, int] = {}
+        for s in self.slots.values():
+            slots[s.host] = slots.get(s.host, 0) + 1
+        backlog: dict[str, int] = {}
+        for t in left:
+            for h in t.cached_on & usable:
+                backlog[h] = backlog.get(h, 0) + 1
+
+        def order(t: Task) -> float:
+            holders = t.cached_on & usable
+            return -max(backlog[h] / slots.get(h, 1) for h in holders) if holders else -1e18
+
+        return sorted(left, key=order)
 
     def _local_inputs(self, task: Task) -> Callable[[Slot], int]:
         """How many of the reduce ``task``'s input files a slot's host holds (ties: first slot)."""
@@ -440,7 +496,8 @@ class Scheduler:
                 return
             (first_slot,) = task.running.values()
             first_host = self.slots[first_slot].host if first_slot in self.slots else ""
-            idle.sort(key=lambda s: s.host == first_host)  # another host first
+            # another host first, one holding the task's input if there is one
+            idle.sort(key=lambda s: (s.host == first_host, s.host not in task.cached_on))
             out.append(self._start(idle.pop(0), task, backup=True))
             self.backups += 1
 
@@ -478,3 +535,10 @@ class Scheduler:
         if any(t.kind == REDUCE and t.state == "running" for t in self.tasks.values()):
             assert self.maps_done() or self.over, "a reduce ran before every map committed"
         assert not any(s.host in self.excluded | self.lost_hosts for s in self.slots.values())
+        if not self.over:  # no slot is idle while a task it may run is pending
+            kind = MAP if not self.maps_done() else REDUCE
+            usable = self.usable_hosts()
+            for slot in self.slots.values():
+                assert slot.attempt is not None or not any(
+                    t.kind == kind and t.state == "pending" and t.not_before <= self.now
+                    and self._fits(slot, t, usable) for t in self.tasks.values()), slot

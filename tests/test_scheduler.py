@@ -388,3 +388,124 @@ def test_reduces_spread_over_idle_slots_when_inputs_are_everywhere():
     h.feed(s.AttemptDone(a[0].slot, a[0].attempt, {0: ["x/p0"], 1: ["x/p1"]}, {}))
     got = h.assigns(h.feed(s.AttemptDone(a[1].slot, a[1].attempt, {0: ["y/p0"], 1: ["y/p1"]}, {})))
     assert sorted((r.task, r.slot) for r in got) == [("r00000", "a/0"), ("r00001", "b/0")]
+
+
+# --- locality: map tasks go where their input is cached ------------------------------------
+
+
+def held(sched: s.Scheduler, host: str) -> set[str]:
+    return {t.id for t in sched.tasks.values() if host in t.cached_on}
+
+
+def test_a_map_task_goes_to_a_host_that_holds_its_input():
+    h = Harness(maps=6, reducers=1, speculation=False)
+    for i, host in enumerate("abc"):  # a: m0, m3; b: m1, m4; c: m2, m5
+        h.feed(s.InputsCached(host, frozenset({f"m{i:05d}", f"m{i + 3:05d}"})), dt=0)
+    first = h.assigns(h.feed(s.SlotReady("c/0", "c"), dt=0) + h.feed(s.SlotReady("b/0", "b"), dt=0)
+                      + h.feed(s.SlotReady("a/0", "a"), dt=0))
+    assert [(a.slot, a.task) for a in first] == [("c/0", "m00002"), ("b/0", "m00001"),
+                                                 ("a/0", "m00000")]
+    second = [a for a0 in reversed(first) for a in h.assigns(h.done(a0))]
+    assert [(a.slot, a.task) for a in second] == [("a/0", "m00003"), ("b/0", "m00004"),
+                                                  ("c/0", "m00005")]
+
+
+def test_a_host_holding_nothing_takes_unheld_work_first_then_the_longest_backlog():
+    h = Harness(maps=5, reducers=1, speculation=False)
+    h.feed(s.InputsCached("a", frozenset({"m00000", "m00001", "m00002"})), dt=0)
+    h.feed(s.InputsCached("b", frozenset({"m00003"})), dt=0)
+    h.feed(s.SlotReady("a/0", "a"), dt=0)
+    h.feed(s.SlotReady("b/0", "b"), dt=0)
+    # a new host: first the input nobody holds (m4), then it helps the busiest host (a)
+    first = h.assigns(h.feed(s.SlotReady("x/0", "x"), dt=0))
+    assert [(a.slot, a.task) for a in first] == [("x/0", "m00004")]
+    again = h.assigns(h.done(first[0]))
+    assert [(a.slot, a.task) for a in again] == [("x/0", "m00001")]
+
+
+def test_a_free_slot_never_waits_for_the_busy_host_holding_the_input():
+    h = Harness(maps=3, reducers=1, speculation=False)
+    h.feed(s.InputsCached("a", frozenset({"m00000", "m00001", "m00002"})), dt=0)
+    a0 = h.assigns(h.feed(s.SlotReady("a/0", "a"), dt=0))
+    b0 = h.assigns(h.feed(s.SlotReady("b/0", "b"), dt=0))  # a is busy: b takes a's work
+    assert [a.task for a in a0 + b0] == ["m00000", "m00001"]
+    assert [a.task for a in h.assigns(h.done(b0[0]))] == ["m00002"]
+
+
+def test_a_retry_leaves_the_holder_it_failed_on():
+    h = Harness(maps=1, reducers=1, speculation=False, exclude_after=99)
+    h.sched.hosts = {"a", "b"}
+    h.feed(s.InputsCached("a", frozenset({"m00000"})), dt=0)
+    a0 = h.assigns(h.feed(s.SlotReady("a/0", "a"), dt=0))[0]
+    assert h.assigns(h.feed(s.SlotReady("b/0", "b"), dt=0)) == []
+    h.feed(s.AttemptFailed(a0.slot, a0.attempt, "flaky"), dt=0)
+    retry = h.assigns(h.feed(s.Tick()))
+    assert [(r.slot, r.task) for r in retry] == [("b/0", "m00000")]
+
+
+def test_random_cached_inputs_keep_invariants_and_prefer_holders():
+    """Random caches, completions, failures, lost hosts and outputs: the invariants hold after
+    every event (among them: no slot idle while a task it may run is pending), the run ends with
+    each task committed once, and a map attempt starts on a host not holding its input only when
+    that host held no pending task it could run."""
+    for seed in range(40):
+        rnd = random.Random(seed)
+        hosts = [f"h{i}" for i in range(rnd.randint(2, 4))]
+        h = Harness(maps=rnd.randint(1, 12), reducers=rnd.randint(1, 3), max_attempts=50,
+                    speculation=rnd.random() < 0.5, speculate_min=0.5, exclude_after=99)
+        h.sched.hosts = set(hosts)
+        maps = [t for t in h.sched.tasks if t.startswith("m")]
+        for host in hosts:
+            h.feed(s.InputsCached(host, frozenset(t for t in maps if rnd.random() < 0.4)), dt=0)
+        running: list[s.Assign] = []
+        lost: set[str] = set()
+
+        def feed(event: s.Event, dt: float) -> list[s.Instruction]:
+            before = {t.id: set(t.cached_on) for t in h.sched.tasks.values()
+                      if t.kind == s.MAP and t.state == "pending" and t.not_before <= h.now + dt}
+            got = h.feed(event, dt)
+            for a in h.assigns(got):
+                host = a.slot.split("/")[0]
+                if a.kind == s.MAP and not a.backup and host not in before.get(a.task, {host}):
+                    mine = [t for t, on in before.items()
+                            if host in on and host not in h.sched.tasks[t].failed_on]
+                    assert not mine, (seed, a, mine)
+                    before.pop(a.task)
+            return got
+
+        for host in hosts:
+            for i in range(rnd.randint(1, 2)):
+                running += h.assigns(feed(s.SlotReady(f"{host}/{i}", host), dt=0.1))
+        for _ in range(600):
+            if h.sched.over:
+                break
+            r = rnd.random()
+            alive = [x for x in hosts if x not in lost]
+            if r < 0.03 and len(alive) > 1:
+                victim = rnd.choice(alive)
+                lost.add(victim)
+                got = feed(s.HostLost(victim, "chaos"), dt=0.1)
+                running = [a for a in running if not a.slot.startswith(victim + "/")]
+            elif r < 0.06:
+                done_maps = [t.id for t in h.sched.tasks.values() if t.kind == s.MAP
+                             and t.state == "done"]
+                got = feed(s.MapOutputLost(rnd.choice(done_maps), "gone"), dt=0.1) \
+                    if done_maps else []
+            elif r < 0.1:  # a shard staged on a host
+                got = feed(s.InputsCached(rnd.choice(hosts), frozenset({rnd.choice(maps)})), 0)
+            elif running:
+                a = running.pop(rnd.randrange(len(running)))
+                outputs = {0: [f"{a.attempt}/p0"]} if a.kind == s.MAP else {}
+                got = feed(s.AttemptFailed(a.slot, a.attempt, "flaky"), dt=0.1) \
+                    if rnd.random() < 0.1 else feed(s.AttemptDone(a.slot, a.attempt, outputs, {}),
+                                                    dt=0.1)
+            else:
+                got = feed(s.Tick(), dt=1.0)
+            for i in got:
+                if isinstance(i, s.Cancel):
+                    running = [a for a in running if a.attempt != i.attempt]
+                    got += feed(s.SlotReady(i.slot, i.slot.split("/")[0]), dt=0.0)
+            running += h.assigns(got)
+        assert h.sched.over and isinstance(h.out[-1], s.Finished), (seed, h.out[-3:])
+        commits = {i.task for i in h.out if isinstance(i, s.Commit)}
+        assert commits == set(h.sched.tasks), seed
