@@ -29,6 +29,11 @@ def lock_file(state: Path, output: Path) -> Path:
     return state / "locks" / f"{digest}.lock"
 
 
+def digest_hints(state: Path) -> Path:
+    """Shard digests remembered between runs, to place map tasks where their shard is cached."""
+    return state / "digests.json"
+
+
 RUN_ID_RE = r"\d{8}T\d{6}-[0-9a-f]{6}"  # what journal.new_run_id makes
 
 

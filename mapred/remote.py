@@ -725,6 +725,12 @@ class SSHTransport:
         if run_ids:
             self.agent_request("forget", runs=list(run_ids))
 
+    def holds(self, digests: set[str]) -> set[str]:
+        """Which of these shards the host's cache holds, as far as this run knows (the agent's
+        listing at start, plus what was staged since): a hint for placing map tasks."""
+        self._ready()
+        return {d for d in digests if d in self._cached}  # (other threads add to _cached)
+
     # --- Transport ----------------------------------------------------------------------------
 
     @property

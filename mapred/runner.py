@@ -37,6 +37,7 @@ from mapred.collect import PartFiles
 from mapred.errors import Interrupted, JobError, JobLoadError, MapredError, NoHostsError, TaskError
 from mapred.fetch import fetch_error_host, lost_outputs
 from mapred.journal import Journal, attempt_times, new_run_id, now
+from mapred.locality import DigestHints
 from mapred.shards import Shard, auto_shard_size, list_inputs, plan
 from mapred.transport import Staged, Transport, WorkerHandle, remote_host
 from mapred.words import plural
@@ -132,6 +133,7 @@ class Runner:
         self.out_lock: output.OutputLock | None = None
         self.parts: PartFiles | None = None  # the reduce attempts' part files, once staging
         self.shards: dict[str, Shard] = {}
+        self.hints: DigestHints | None = None  # where shards are cached (SSH hosts)
         self.lost_hosts: dict[str, str] = {}  # host -> why it was lost
         self.total_slots = 1  # cores of all hosts, known once planned
         self.io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="mapred-io")
@@ -216,6 +218,8 @@ class Runner:
             output.abandon(self.staging)
             seconds = time.monotonic() - started
             self._write_summary(status, code, error, seconds, len(shards), reducers, detail)
+            if self.hints is not None:
+                self.hints.save(shards)
             self.journal.event("run_end", status=status, exit_code=code)
             self.journal.close()
         return seconds
@@ -248,6 +252,9 @@ class Runner:
                 self._spawn(t, i)
         self._forget_abandoned()
         self._preload(sched)
+        self.hints = DigestHints(paths.digest_hints(cfg.state))
+        for host, tasks in self.hints.held(shards, self.transports.values()).items():
+            self._feed(sched, scheduler.InputsCached(host, tasks))
         self.journal.event("phase", phase="map")
         self._loop(sched)
         self.journal.event("phase", phase="commit")
@@ -559,6 +566,8 @@ class Runner:
                 info["staging"].update(msg["staging"])
                 self._send(ins, {"op": "map", "task": ins.task, "attempt": ins.attempt,
                                  "pieces": msg["pieces"]})
+                return self._feed(sched, scheduler.InputsCached(info["host"],
+                                                                frozenset({ins.task})))
             return False
         if ev == "failed":
             if self._outputs_lost(sched, str(msg["error"])):

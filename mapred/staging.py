@@ -22,14 +22,22 @@ _DIGESTS: dict[tuple[Any, ...], str] = {}
 _DIGESTS_LOCK = threading.Lock()
 
 
-def _shard_key(shard: Shard) -> tuple[Any, ...]:
+def shard_key(shard: Shard) -> tuple[Any, ...]:
+    """What names a shard's bytes without reading them: each piece's real path, file size,
+    mtime_ns and byte range."""
     return tuple((str(p.file.path), p.file.size, p.file.mtime_ns, p.start, p.end)
                  for p in shard.pieces)
 
 
+def known_digest(shard: Shard) -> str | None:
+    """The shard's sha256 if this process has computed it, else None (nothing is read)."""
+    with _DIGESTS_LOCK:
+        return _DIGESTS.get(shard_key(shard))
+
+
 def shard_digest(shard: Shard) -> str:
     """sha256 of the shard's bytes (its pieces concatenated); memoised per process."""
-    key = _shard_key(shard)
+    key = shard_key(shard)
     with _DIGESTS_LOCK:
         if key in _DIGESTS:
             return _DIGESTS[key]

@@ -109,6 +109,10 @@ class RemoteHost(Protocol):
     def kept_runs(self) -> list[str]:
         """Run ids the host keeps map outputs for."""
         ...
+    def holds(self, digests: set[str]) -> set[str]:
+        """Which of these shard digests the host's shard cache holds (as listed when the run
+        started, plus what was staged since)."""
+        ...
 
 
 def remote_host(t: object) -> RemoteHost | None:
