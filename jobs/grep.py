@@ -8,13 +8,12 @@ the line's bytes with ``re.search``; add ``-p ignore_case=1`` for case-insensiti
 import re
 
 PATTERN = None
+PARAMS = {"pattern": None, "ignore_case": "0"}  # None: required
 
 
 def init(params):
     global PATTERN
-    if "pattern" not in params:
-        raise ValueError("missing parameter: pattern (use -p pattern=REGEX)")
-    flags = re.IGNORECASE if params.get("ignore_case", "0") not in ("", "0") else 0
+    flags = re.IGNORECASE if params["ignore_case"] not in ("", "0") else 0
     try:
         PATTERN = re.compile(params["pattern"].encode("utf-8", "surrogateescape"), flags)
     except re.error as e:

@@ -10,10 +10,11 @@ from numba import njit
 from mapred.kernels import find_byte, find_space, skip_space
 
 AGGREGATE = "sum"
+PARAMS = {"field": "0"}  # -p KEY=VALUE this job takes, with defaults: other keys are refused
 
 
 def init(params):
-    field = int(params.get("field", "0"))
+    field = int(params["field"])
     if field < 0:
         raise ValueError(f"parameter field must be >= 0, got {field}")
     return (field,)  # extra arguments for scan()

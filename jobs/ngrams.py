@@ -5,12 +5,13 @@ Tokens are those of word count (``bytes.split()``); an n-gram never crosses a li
 """
 
 N = 2
+PARAMS = {"n": "2"}
 
 
 def init(params):
     global N
     try:
-        N = int(params.get("n", "2"))
+        N = int(params["n"])
     except ValueError:
         raise ValueError(f"parameter n must be an integer, got {params['n']!r}") from None
     if N < 1:

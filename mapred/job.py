@@ -14,11 +14,18 @@ Two tiers (see the README for complete examples):
 Both tiers may define ``init(params)``, called once per worker with the ``-p KEY=VALUE`` parameters
 as a ``dict[str, str]``; in the numba tier it may return a tuple of extra arguments for ``scan``.
 An exception raised by ``init`` is a usage error (exit 2): raise ``ValueError("...")`` with a message
-that names the parameter.
+that names the parameter. A module may declare its parameters, ``PARAMS = {"n": "2", "pattern":
+None}`` (name -> default, None for a required one): an unknown or missing key is then a usage error
+and ``init`` gets the defaults filled in. Without ``PARAMS``, a key ``init`` never looked at is
+reported as a warning (``Job.warnings``), and a job without ``init`` takes no parameters at all.
+
+Loading also checks what can be checked before any data: the functions' signatures, and a numba-tier
+``scan`` that is not compiled (a warning). ``def_line`` names the line a message points at.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import inspect
 import os
@@ -58,6 +65,7 @@ class Job:
     scan: Callable[..., Any] | None = None
     aggregate: str = "sum"
     extra: tuple[Any, ...] = field(default_factory=tuple)
+    warnings: list[str] = field(default_factory=list)  # for the user, shown once per run
 
 
 def bundled_jobs() -> list[str]:
@@ -128,7 +136,21 @@ def load(path: Path, params: dict[str, str]) -> Job:
             "nor scan() (numba tier)"
         )
     _run_init(job, params)
+    _check_signatures(job)
     return job
+
+
+def def_line(fn: Any) -> int:
+    """The line of ``fn``'s ``def`` in its module (after its decorators); 0 if unknown."""
+    fn = getattr(fn, "py_func", fn)  # a numba dispatcher: the Python function it compiles
+    try:
+        lines, first = inspect.getsourcelines(fn)
+    except (OSError, TypeError):
+        return int(getattr(getattr(fn, "__code__", None), "co_firstlineno", 0))
+    for i, text in enumerate(lines):
+        if text.lstrip().startswith(("def ", "async def ")):
+            return first + i
+    return first
 
 
 def _import(path: Path) -> ModuleType:
@@ -186,15 +208,56 @@ def _numba_job(path: Path, module: ModuleType) -> Job:
         )
     if not callable(module.scan):
         raise JobLoadError(f"{path}: scan is not a function")
-    return Job(path=path, module=module, tier="numba", scan=module.scan, aggregate=aggregate)
+    job = Job(path=path, module=module, tier="numba", scan=module.scan, aggregate=aggregate)
+    if not hasattr(module.scan, "py_func"):  # not a numba dispatcher
+        job.warnings.append(
+            f"{path}:{def_line(module.scan)}: scan() is not compiled with @njit: it runs as "
+            "plain Python, tens of times slower (add `from numba import njit` and "
+            "@njit(cache=True, nogil=True) above it)")
+    return job
+
+
+def _check_signatures(job: Job) -> None:
+    """Each function of the job must accept the arguments the engine passes it."""
+    if job.tier == "numba":
+        extra = len(job.extra)
+        more = f" plus the {extra} value(s) init(params) returned" if extra else ""
+        _check_call(job, "scan", job.scan, 5 + extra, f"(buf, pos, starts, ends, values){more}")
+        return
+    _check_call(job, "mapper", job.mapper, 2 if job.mapper_takes_ctx else 1,
+                "(line) or mapper(line, ctx)")
+    _check_call(job, "reducer", job.reducer, 2, "(key, values)")
+    if job.combiner is not None:
+        _check_call(job, "combiner", job.combiner, 2, "(key, values)")
+
+
+def _check_call(job: Job, name: str, fn: Any, nargs: int, shape: str) -> None:
+    target = getattr(fn, "py_func", fn)
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):  # a builtin or C function: nothing to go by
+        return
+    try:
+        sig.bind(*range(nargs))
+    except TypeError:
+        raise JobLoadError(f"{job.path}:{def_line(target)}: {name}{sig} cannot be called "
+                           f"as {name}{shape}") from None
 
 
 def _run_init(job: Job, params: dict[str, str]) -> None:
+    declared = _declared_params(job)
+    if declared is not None:
+        params = _with_defaults(job, declared, params)
     init = getattr(job.module, "init", None)
     if init is None:
+        if params and declared is None:
+            raise JobLoadError(f"{job.path}: this job takes no parameters (it has no "
+                               f"init(params)), got -p {', '.join(sorted(params))}")
         return
+    _check_call(job, "init", init, 1, "(params)")
+    given = dict(params) if declared is not None else _ReadTracking(params)
     try:
-        result = init(dict(params))
+        result = init(given)
     except ValueError as e:  # the documented way to reject a parameter: no traceback
         raise JobLoadError(f"{job.path}: init(params) failed: {e}") from None
     except Exception as e:  # noqa: BLE001 - user code
@@ -202,8 +265,96 @@ def _run_init(job: Job, params: dict[str, str]) -> None:
             f"{job.path}: init(params) raised {type(e).__name__}: {e}",
             detail=user_traceback(e, job.path),
         ) from None
+    if isinstance(given, _ReadTracking):
+        job.warnings += given.unread_warnings(job.path)
     if job.tier == "numba" and result is not None:
         job.extra = tuple(result) if isinstance(result, (tuple, list)) else (result,)
+
+
+def _declared_params(job: Job) -> dict[str, str | None] | None:
+    declared = getattr(job.module, "PARAMS", None)
+    if declared is None:
+        return None
+    if not isinstance(declared, dict) or not all(
+            isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in declared.items()):
+        raise JobLoadError(f"{job.path}: PARAMS must be a dict of parameter names to default "
+                           "values: strings, or None for a required parameter")
+    return declared
+
+
+def _with_defaults(job: Job, declared: dict[str, str | None], params: dict[str, str],
+                   ) -> dict[str, str]:
+    """``params`` checked against the declared ones, with the defaults of those not given."""
+    known = ", ".join(declared) or "none"
+    for key in sorted(params):
+        if key not in declared:
+            close = difflib.get_close_matches(key, list(declared), 1)
+            hint = f": did you mean {close[0]!r}?" if close else ""
+            raise JobLoadError(f"{job.path}: unknown parameter {key!r}{hint} (this job's "
+                               f"parameters: {known})")
+    for key, default in declared.items():
+        if default is None and key not in params:
+            raise JobLoadError(f"{job.path}: missing parameter: {key} (use -p {key}=VALUE)")
+    return {**{k: v for k, v in declared.items() if v is not None}, **params}
+
+
+class _ReadTracking(dict[str, str]):
+    """The parameters as an ``init`` without ``PARAMS`` sees them: records the keys it reads.
+
+    Reading them all (iterating, copying, ``**params``) counts as reading every key."""
+
+    def __init__(self, params: dict[str, str]) -> None:
+        super().__init__(params)
+        self.read: set[str] = set()
+        self.all_read = False
+
+    def __getitem__(self, key: str) -> str:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(str(key))
+        return super().__contains__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        self.read.add(key)
+        return super().get(key, default)
+
+    def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override]
+        self.read.add(key)
+        return super().pop(key, *default)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        self.read.add(key)
+        return super().setdefault(key, default)
+
+    def __iter__(self) -> Any:
+        self.all_read = True
+        return super().__iter__()
+
+    def keys(self) -> Any:
+        self.all_read = True
+        return super().keys()
+
+    def items(self) -> Any:
+        self.all_read = True
+        return super().items()
+
+    def values(self) -> Any:
+        self.all_read = True
+        return super().values()
+
+    def copy(self) -> dict[str, str]:
+        self.all_read = True
+        return dict(super().items())
+
+    def unread_warnings(self, path: Path) -> list[str]:
+        if self.all_read:
+            return []
+        seen = ", ".join(sorted(self.read)) or "none"
+        return [f"{path}: parameter -p {key}=... was given but init(params) never read it (it "
+                f"read: {seen}); declare PARAMS = {{...}} in the job to refuse unknown keys"
+                for key in sorted(set(dict.keys(self)) - self.read)]
 
 
 def parse_params(items: list[str]) -> dict[str, str]:

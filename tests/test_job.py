@@ -77,7 +77,7 @@ def test_a_file_read_in_place_must_still_be_as_planned(tmp_path, tier, layout):
     from mapred import job as jobmod
     from mapred.mapper import InputChanged, MapSpec, PieceSpec, run_map
 
-    job = jobmod.load(jobmod.resolve(tier), {"pattern": "w"})
+    job = jobmod.load(jobmod.resolve(tier), {"pattern": "w"} if tier == "grep" else {})
     files = [tmp_path / "a.txt"] + ([tmp_path / "b.txt"] if layout == "packed files" else [])
     for f in files:
         f.write_bytes(gz.compress(b"w x\n" * 500) if layout == "gzip" else b"w x\n" * 500)
@@ -93,3 +93,82 @@ def test_a_file_read_in_place_must_still_be_as_planned(tmp_path, tier, layout):
     os.truncate(files[-1], 40)
     with pytest.raises(InputChanged, match=f"input file changed during the run: {files[-1].name}"):
         run_map(job, planned, tmp_path / "changed", 1, 0, lambda n: None)
+
+
+PLAIN = "def mapper(line):\n    yield line, 1\ndef reducer(k, v):\n    yield k, sum(v)\n"
+
+
+def test_declared_params_get_defaults_and_refuse_unknown_or_missing_keys(tmp_path):
+    p = write(tmp_path, "PARAMS = {'n': '2', 'pattern': None}\nSEEN = None\n"
+                        "def init(params):\n    global SEEN\n    SEEN = params\n" + PLAIN)
+    job = jobmod.load(p, {"pattern": "x"})
+    assert job.module.SEEN == {"n": "2", "pattern": "x"} and job.warnings == []
+    with pytest.raises(JobLoadError, match=r"j.py: unknown parameter 'nn': did you mean 'n'\? "
+                                           r"\(this job's parameters: n, pattern\)$"):
+        jobmod.load(p, {"pattern": "x", "nn": "3"})
+    with pytest.raises(JobLoadError, match=r"j.py: missing parameter: pattern \(use -p "
+                                           r"pattern=VALUE\)$"):
+        jobmod.load(p, {"n": "3"})
+    bad = write(tmp_path, "PARAMS = {'n': 2}\n" + PLAIN)
+    with pytest.raises(JobLoadError, match="PARAMS must be a dict"):
+        jobmod.load(bad, {})
+
+
+def test_bundled_jobs_declare_their_parameters():
+    with pytest.raises(JobLoadError, match="unknown parameter 'feild': did you mean 'field'"):
+        jobmod.load(jobmod.resolve("logfield"), {"feild": "3"})
+    assert jobmod.load(jobmod.resolve("logfield"), {}).extra == (0,)
+    with pytest.raises(JobLoadError, match="missing parameter: pattern"):
+        jobmod.load(jobmod.resolve("grep"), {})
+    assert jobmod.load(jobmod.resolve("ngrams"), {}).module.N == 2
+
+
+@pytest.mark.parametrize("body,warned", [
+    ("N = params.get('n')", ["m"]),
+    ("N = params['n'] if 'm' in params else 0", []),
+    ("N = dict(params)", []),  # read as a whole: every key counts as read
+    ("N = sorted(params.items())", []),
+    ("N = params.copy().get('n')", []),
+    ("N = None", ["m", "n"]),
+])
+def test_without_params_keys_init_never_reads_are_warnings(tmp_path, body, warned):
+    p = write(tmp_path, f"def init(params):\n    global N\n    {body}\n" + PLAIN)
+    job = jobmod.load(p, {"n": "1", "m": "2"})
+    assert [w.split("-p ")[1].split("=")[0] for w in job.warnings] == warned
+    for w in job.warnings:
+        assert w.startswith(f"{p}: parameter -p ") and "never read it" in w
+
+
+def test_a_job_without_init_takes_no_parameters(tmp_path):
+    p = write(tmp_path, PLAIN)
+    assert jobmod.load(p, {}).warnings == []
+    with pytest.raises(JobLoadError, match=r"j.py: this job takes no parameters \(it has no "
+                                           r"init\(params\)\), got -p a, b$"):
+        jobmod.load(p, {"b": "1", "a": "2"})
+
+
+@pytest.mark.parametrize("source,message", [
+    ("from numba import njit\nAGGREGATE = 'sum'\ndef init(params):\n    return (1,)\n"
+     "@njit\ndef scan(buf, pos, starts, ends, values):\n    return 0, len(buf)\n",
+     r"j.py:6: scan\(buf, pos, starts, ends, values\) cannot be called as scan\(buf, pos, "
+     r"starts, ends, values\) plus the 1 value\(s\) init\(params\) returned"),
+    ("def init():\n    pass\n" + PLAIN, r"j.py:1: init\(\) cannot be called as init\(params\)"),
+    ("def mapper(line):\n    yield line, 1\ndef reducer(key):\n    yield key, 1\n",
+     r"j.py:3: reducer\(key\) cannot be called as reducer\(key, values\)"),
+    (PLAIN + "def combiner(k, v, w):\n    yield k, 1\n",
+     r"j.py:5: combiner\(k, v, w\) cannot be called as combiner\(key, values\)"),
+])
+def test_signatures_are_checked_on_load(tmp_path, source, message):
+    with pytest.raises(JobLoadError, match=message):
+        jobmod.load(write(tmp_path, source), {})
+
+
+def test_a_scan_without_njit_is_a_warning_naming_its_line(tmp_path):
+    p = write(tmp_path, "AGGREGATE = 'sum'\n\n\ndef scan(buf, pos, starts, ends, values):\n"
+                        "    return 0, len(buf)\n")
+    job = jobmod.load(p, {})
+    assert job.tier == "numba"
+    assert job.warnings == [f"{p}:4: scan() is not compiled with @njit: it runs as plain Python, "
+                            "tens of times slower (add `from numba import njit` and "
+                            "@njit(cache=True, nogil=True) above it)"]
+    assert jobmod.load(jobmod.resolve("wordcount"), {}).warnings == []
