@@ -7,8 +7,10 @@ large gzip file in pieces). The coordinator uses only the outputs of the attempt
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
+import re
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mapred import paths
-from mapred.job import Job, MapContext
+from mapred.job import Job, MapContext, def_line
 from mapred.partition import partition_of, to_key, write_plain_run
 
 BATCH = 16384  # pairs per scan() call: the span arrays stay in L2
@@ -31,9 +33,66 @@ PLAIN_BYTES_PER_VALUE = 40
 class UserCodeError(Exception):
     """User code raised; carries the formatted user traceback."""
 
-    def __init__(self, message: str, detail: str) -> None:
+    def __init__(self, message: str, detail: str | None) -> None:
         super().__init__(message)
         self.detail = detail
+
+
+class ContractError(UserCodeError):
+    """User code broke the job contract whatever its input: a scan that does not compile or
+    writes outside its buffer, a mapper that yields something other than (key, value) pairs...
+    ``line`` is the line of the job module at fault. Found by the warm-up sample, it is a usage
+    error (exit 2); in a task, a task failure like any other."""
+
+    def __init__(self, message: str, line: int, detail: str | None = None) -> None:
+        super().__init__(message, detail)
+        self.line = line
+
+    def where(self, text: str) -> ContractError:
+        return ContractError(f"{self} ({text})", self.line, self.detail)
+
+
+def pairs(out: Any, fn: str, job: Job) -> list[tuple[bytes, Any]]:
+    """The (key, value) pairs that the job's function ``fn`` returned or yielded as ``out``,
+    keys as bytes. Raises ContractError for anything else; what the user's generator raises
+    passes through."""
+    if out is None:
+        return []
+    if type(out) is tuple and len(out) == 2 and isinstance(out[0], (bytes, str)):
+        raise ContractError(f"{fn}() returned one pair {out!r:.60}: yield pairs, or return a "
+                            "list of them", def_line(getattr(job, fn)))
+    try:
+        items = iter(out)
+    except TypeError:
+        raise ContractError(f"{fn}() returned {type(out).__name__} {out!r:.60}, not an iterable "
+                            "of (key, value) pairs", def_line(getattr(job, fn))) from None
+    result = []
+    for item in items:
+        if type(item) is not tuple or len(item) != 2:
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise ContractError(f"{fn}() yielded {item!r:.60}, not a (key, value) pair",
+                                    _yield_line(out, fn, job))
+        k, v = item
+        if type(k) is not bytes:
+            try:
+                k = to_key(k)
+            except TypeError:
+                raise ContractError(f"{fn}() yielded a key of type {type(k).__name__} "
+                                    f"({k!r:.40}): keys must be bytes or str",
+                                    _yield_line(out, fn, job)) from None
+        result.append((k, v))
+    return result
+
+
+def _yield_line(out: Any, fn: str, job: Job) -> int:
+    """The line of the ``yield`` that gave the item just taken from ``out`` (where a generator
+    is suspended), else the line of the function's ``def``."""
+    line, gen = 0, out
+    while getattr(gen, "gi_frame", None) is not None:  # through `yield from` to the innermost
+        if gen.gi_frame.f_code.co_filename == str(job.path):
+            line = gen.gi_frame.f_lineno
+        gen = getattr(gen, "gi_yieldfrom", None)
+    return line or def_line(getattr(job, fn))
 
 
 @dataclass(frozen=True)
@@ -242,7 +301,7 @@ def _scan_segment(job: Job, view: Any, base: int, piece: PieceSpec, table: Any,
     while pos < n:
         k, new = _call_scan(job, view, pos, starts, ends, values)
         if k:
-            _check_spans(starts, ends, k, n, piece)
+            _check_spans(starts, ends, k, n, piece, job)
             if base:
                 starts[:k] += base
                 ends[:k] += base
@@ -252,8 +311,9 @@ def _scan_segment(job: Job, view: Any, base: int, piece: PieceSpec, table: Any,
                 _flush_table(table, outs, table.agg)
                 table = kernels.KeyTable(table.buf, table.agg)
         if new <= pos and new != n:
-            raise UserCodeError(
+            raise ContractError(
                 f"scan() did not advance (pos {pos} -> {new}) in {piece.describe()}",
+                def_line(job.scan),
                 "scan must return a new_pos greater than pos until the buffer is consumed",
             )
         progress(min(new, n) - pos)
@@ -267,11 +327,49 @@ def _call_scan(job: Job, buf: Any, pos: int, starts: Any, ends: Any,
     try:
         k, new = job.scan(buf, pos, starts, ends, values, *job.extra)
     except Exception as e:  # noqa: BLE001 - user kernel, incl. numba typing errors
+        from numba.core.errors import NumbaError
+
         from mapred.job import user_traceback
 
+        if isinstance(e, NumbaError):  # compiling failed: no input is to blame
+            raise _compile_error(e, job) from None
         raise UserCodeError(f"scan() raised {type(e).__name__}: {_first_line(e)}",
                             user_traceback(e, job.path)) from None
     return int(k), int(new)
+
+
+_NUMBA_WHERE = re.compile(r'File "([^"]+)", line (\d+)|\bat (\S+) \((\d+)\)')
+
+
+def _compile_error(e: Exception, job: Job) -> ContractError:
+    """numba's many-line message as one line, at the first line of the job module it names."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # numba may colour it
+    line = _line_naming(job.scan, re.search(r"name '(\w+)' is not defined", text))
+    for m in _NUMBA_WHERE.finditer(text):
+        name, number = (m[1], m[2]) if m[1] else (m[3], m[4])
+        if Path(name).name == job.path.name:
+            line = int(number)
+            break
+    rows = [r.strip() for r in text.splitlines()]
+    rows = [r for r in rows if r and not r.startswith(("Failed in ", "During:"))] or ["?"]
+    summary = rows[0]
+    if summary.startswith("No implementation of function"):
+        summary += " " + next((r[3:].strip() for r in rows if r.startswith(">>>")), "")
+    return ContractError(f"scan() does not compile (numba {type(e).__name__}): "
+                         f"{summary[:300]}", line, text)
+
+
+def _line_naming(fn: Any, name: re.Match[str] | None) -> int:
+    """The first line of ``fn`` that uses the undefined ``name`` (numba does not say where)."""
+    import inspect
+
+    if name is not None:
+        with contextlib.suppress(OSError, TypeError):
+            lines, first = inspect.getsourcelines(fn.py_func)
+            for i, text in enumerate(lines[1:], 1):
+                if re.search(rf"\b{name[1]}\b", text):
+                    return first + i
+    return def_line(fn)
 
 
 def _first_line(e: BaseException) -> str:
@@ -279,12 +377,12 @@ def _first_line(e: BaseException) -> str:
     return text[0] if text else ""
 
 
-def _check_spans(starts: Any, ends: Any, k: int, n: int, piece: PieceSpec) -> None:
+def _check_spans(starts: Any, ends: Any, k: int, n: int, piece: PieceSpec, job: Job) -> None:
     s, e = starts[:k], ends[:k]
     if k > len(starts) or s.min() < 0 or e.max() > n or (e < s).any():
-        raise UserCodeError(
+        raise ContractError(
             f"scan() emitted a key span outside its buffer in {piece.describe()}",
-            "every pair needs 0 <= starts[i] <= ends[i] <= len(buf)",
+            def_line(job.scan), "every pair needs 0 <= starts[i] <= ends[i] <= len(buf)",
         )
 
 
@@ -378,7 +476,9 @@ def _call_mapper(job: Job, record: bytes, spec: PieceSpec, offset: int) -> list[
             out = job.mapper(record, MapContext(spec.rel, offset))
         else:
             out = job.mapper(record)
-        return [] if out is None else [(to_key(k), v) for k, v in out]
+        return pairs(out, "mapper", job)
+    except ContractError as e:
+        raise e.where(f"record at byte {offset} of {spec.rel}") from None
     except Exception as e:  # noqa: BLE001 - user code
         raise _user_error("mapper", e, job, f"record at byte {offset} of {spec.rel}") from None
 
@@ -412,6 +512,8 @@ def _combine(job: Job, key: bytes, values: list[Any]) -> list[tuple[bytes, Any]]
     if job.combiner is None:
         return [(key, v) for v in values]
     try:
-        return [(to_key(k), v) for k, v in job.combiner(key, iter(values)) or ()]
+        return pairs(job.combiner(key, iter(values)), "combiner", job)
+    except ContractError as e:
+        raise e.where(f"key {key[:60]!r}") from None
     except Exception as e:  # noqa: BLE001 - user code
         raise _user_error("combiner", e, job, f"key {key[:60]!r}") from None

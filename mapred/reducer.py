@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from mapred.job import Job
-from mapred.mapper import UserCodeError, _first_line
-from mapred.partition import format_line, read_plain_run, to_key, write_plain_run
+from mapred.mapper import ContractError, UserCodeError, _first_line, pairs
+from mapred.partition import format_line, read_plain_run, write_plain_run
 
 MERGE_FANIN = 256
 _BUFFER = 1 << 20
@@ -80,7 +80,9 @@ def _reduce_plain(job: Job, inputs: list[str], out: Path, scratch: Path) -> tupl
 def _call_reducer(job: Job, key: bytes, values: Iterator[Any]) -> list[tuple[bytes, Any]]:
     assert job.reducer is not None
     try:
-        return [(to_key(k), v) for k, v in job.reducer(key, values) or ()]
+        return pairs(job.reducer(key, values), "reducer", job)
+    except ContractError as e:
+        raise e.where(f"key {key[:60]!r}") from None
     except Exception as e:  # noqa: BLE001 - user code
         from mapred.job import user_traceback
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from mapred import job as jobmod
-from mapred import logs, output, paths, resume, scheduler
+from mapred import logs, output, paths, resume, scheduler, warmup
 from mapred.collect import PartFiles
 from mapred.errors import Interrupted, JobError, JobLoadError, MapredError, NoHostsError, TaskError
 from mapred.fetch import fetch_error_host, lost_outputs
@@ -144,6 +144,8 @@ class Runner:
         self.shards_done: set[str] = set()
         self.parts_done: set[int] = set()  # partitions whose part file is committed
         self.shard_bytes: dict[str, int] = {}  # task -> input bytes shown as mapped
+        self.sample: dict[str, Any] | None = None  # the corpus's first records, for warm-ups
+        self.job_warnings: set[str] = set()  # shown once, not once per worker
         self.last_tick = 0.0
 
     # --- the whole run ----------------------------------------------------------------------
@@ -184,6 +186,7 @@ class Runner:
         shards = plan(files, shard_size)
         reducers = reducers or default_reducers(slots, len(shards))
         self.shards = {s.task: s for s in shards}
+        self.sample = warmup.corpus_head(shards)
         self.fingerprint = resume.job_fingerprint(cfg.job, cfg.params, reducers, cfg.seed,
                                                   shard_size)
         if cfg.resume:
@@ -367,7 +370,7 @@ class Runner:
                     "reducers": self.reducers, "seed": cfg.seed, "scratch": t.scratch,
                     "slots": t.cores, "memory": _per_worker(t.memory, t.cores),
                     "enter_scratch": t.workers_enter_scratch,
-                    "job_sha256": self.fingerprint.get("job_sha256")}
+                    "job_sha256": self.fingerprint.get("job_sha256"), "sample": self.sample}
             worker = t.spawn_worker(index, functools.partial(self._on_message, gen))
         except (JobError, NoHostsError) as e:  # the host went away under us
             self._on_host_lost(t.name, f"host {t.name}: cannot start a worker: {e}")
@@ -484,6 +487,7 @@ class Runner:
             return False
         ev = msg.get("ev")
         if ev == "ready":
+            self._warn_once(msg.get("warnings") or [])
             if not msg.get("again"):
                 assert self.journal is not None
                 self.journal.event("worker_ready", host=host, slot=self.slot_index[slot])
@@ -500,6 +504,13 @@ class Runner:
         elif ev == "failed":
             self._failure(sched, slot, msg)
         return False  # "alive" and unknown events only refresh the heartbeat
+
+    def _warn_once(self, warnings: list[str]) -> None:
+        """The job's warnings (a parameter init never read...): every worker sends them."""
+        for text in warnings:
+            if text not in self.job_warnings:
+                self.job_warnings.add(text)
+                log.warning("%s", text, extra={"event": "job_warning"})
 
     def _finish(self, msg: dict[str, Any]) -> None:
         """A worker finished an attempt: check its map outputs, or collect its part file, on

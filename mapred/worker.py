@@ -7,7 +7,8 @@ cannot corrupt the protocol). Requests:
     {"op": "init", "job": PATH, "params": {...}, "reducers": R, "seed": S, "scratch": DIR,
      "slots": WORKERS_ON_THIS_HOST, "memory": BYTES_PER_WORKER or null,
      "enter_scratch": BOOL (SSH hosts: work in DIR; locally paths may be relative to the cwd),
-     "job_sha256": HEX (the job module must have it, else init fails)}
+     "job_sha256": HEX (the job module must have it, else init fails),
+     "sample": {"rel", "offset", "data"} or null (the corpus's first records: warmup.py)}
     {"op": "map", "task", "attempt", "pieces": [{"path", "rel", "start", "end", "gzip",
      "offset" (where start is in the corpus file, when "path" is a shipped copy),
      "size", "mtime_ns" (a file read in place: what it must still be, else the attempt fails)}]}
@@ -20,8 +21,9 @@ cannot corrupt the protocol). Requests:
 ``python -m mapred.worker --warm`` only compiles (or loads) the engine kernels into this host's
 cache and exits: ``mapred hosts setup`` runs it so that the first run does not compile.
 
-Events: ``ready``/``init_failed``, ``progress``, ``fetched`` (a reduce's inputs from other hosts
-are in place: their bytes), ``done``, ``failed``, ``alive`` (heartbeat).
+Events: ``ready`` (with the job's ``warnings`` for the user) or ``init_failed`` (the job does not
+load, or broke its contract on the warm-up sample), ``progress``, ``fetched`` (a reduce's inputs
+from other hosts are in place: their bytes), ``done``, ``failed``, ``alive`` (heartbeat).
 
 Watchdog: when stdin reaches end of file — the coordinator quit, died or its connection dropped —
 the worker removes what its task in flight wrote and exits at once, even in the middle of a task.
@@ -30,6 +32,7 @@ This module imports only the standard library (numpy/numba/mmh3 are imported by 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -37,6 +40,7 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -109,17 +113,14 @@ class Worker:
         try:
             _check_job_hash(Path(msg["job"]), msg.get("job_sha256"))
             self.job = jobmod.load(Path(msg["job"]), dict(msg.get("params", {})))
+            _warm_up_job(self.scratch, self.job, msg.get("sample"))
         except MapredError as e:
             self.channel.send("init_failed", error=e.message, detail=e.detail)
             return
-        if self.job.tier == "numba":
-            try:
-                _warm_up(self.scratch, self.job)
-            except Exception:  # noqa: BLE001,S110 - the job's own tasks report its errors
-                pass
         gc.freeze()  # what the imports made lives as long as the worker: never scan it again
         gc.enable()
-        self.channel.send("ready", pid=os.getpid(), tier=self.job.tier)
+        self.channel.send("ready", pid=os.getpid(), tier=self.job.tier,
+                          warnings=self.job.warnings)
 
     def _task(self, msg: dict[str, Any], fn: Any) -> None:
         from mapred.mapper import UserCodeError
@@ -224,19 +225,50 @@ class _Progress:
             self.pending = 0
 
 
-def _warm_up(scratch: Path | None, job: Any = None) -> None:
+def _warm_up_job(scratch: Path, job: Any, sample: dict[str, Any] | None) -> None:
+    """The warm-up before a job's first task. A break of the job contract it finds is the
+    user's (JobLoadError); anything else (a full disk...) is left to the job's own tasks."""
+    from mapred.errors import JobLoadError
+
+    try:
+        _warm_up(scratch, job, sample)
+    except JobLoadError:
+        raise
+    except Exception:  # noqa: BLE001,S110 - best effort
+        pass
+
+
+def _warm_up(scratch: Path | None, job: Any = None, sample: dict[str, Any] | None = None) -> None:
     """Compile or load the kernels a task needs now, rather than in the middle of the first task:
     workers that start idle are then ready the moment their first task (often a reduce) comes.
+    And check the job on a sample of its input (warmup.py).
 
-    A small map and reduce of ``job`` (a numba-tier job; the bundled word count when None) over
-    a sample file, so every kernel is loaded with the very types a real task uses: the engine's,
-    the job's scan and what it calls, a growing key table. Without a scratch dir yet (a worker
-    started before the run's), in a private temporary one.
+    A small map and reduce of ``job`` (the bundled word count when None) over a sample file, so
+    every kernel is loaded with the very types a real task uses: the engine's, the job's scan and
+    what it calls, a growing key table. Without a scratch dir yet (a worker started before the
+    run's), in a private temporary one.
 
     One worker per host compiles: the first run on a host (or after an upgrade) compiles the
     kernels once (~16 s of CPU here), not once per worker at once; the others wait on an
     flock in the cache directory (released if its holder dies), then load them from the cache.
+    A plain-tier job compiles nothing and takes no lock.
     """
+    import tempfile
+
+    from mapred import job as jobmod
+    from mapred import warmup
+
+    if job is None:
+        job = jobmod.load(jobmod.resolve("wordcount"), {})
+    with _compile_lock() if job.tier == "numba" else contextlib.nullcontext():
+        if scratch is not None:
+            scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".warm-", dir=scratch) as tmp:
+            warmup.sample_run(Path(tmp), job, sample)
+
+
+@contextlib.contextmanager
+def _compile_lock() -> Iterator[None]:
     import fcntl
     import tempfile
 
@@ -245,26 +277,9 @@ def _warm_up(scratch: Path | None, job: Any = None) -> None:
     fd = os.open(cache / ".compile.lock", os.O_CREAT | os.O_RDWR, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        if scratch is not None:
-            scratch.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".warm-", dir=scratch) as tmp:
-            _sample_run(Path(tmp), job)
+        yield
     finally:
         os.close(fd)
-
-
-def _sample_run(tmp: Path, job: Any) -> None:
-    from mapred import job as jobmod
-    from mapred.mapper import MapSpec, PieceSpec, run_map
-    from mapred.reducer import run_reduce
-
-    if job is None:
-        job = jobmod.load(jobmod.resolve("wordcount"), {})
-    sample = tmp / "sample.txt"  # enough distinct words for the key table to grow
-    sample.write_bytes(b"\n".join(b"w%d x\ty\r" % i for i in range(4000)))
-    piece = PieceSpec(str(sample), sample.name, 0, sample.stat().st_size, False)
-    result = run_map(job, MapSpec("warm", "warm", (piece,)), tmp / "map", 2, 0, lambda n: None)
-    run_reduce(job, result.outputs.get(0, []), tmp / "part", tmp / "reduce")
 
 
 def _default_budget(slots: int) -> int:

@@ -228,6 +228,7 @@ def test_mapper_raising_fails_with_shard_and_user_traceback(tmp_path, state_env)
 
 
 def test_numba_scan_out_of_bounds_is_a_user_error(corpus, tmp_path, state_env):
+    """Found by the warm-up sample, before any shard: exit 2, one line."""
     job = job_file(tmp_path, """\
         from numba import njit
         AGGREGATE = "max"
@@ -239,10 +240,126 @@ def test_numba_scan_out_of_bounds_is_a_user_error(corpus, tmp_path, state_env):
             values[0] = 1
             return 1, len(buf)
     """)
-    proc = run_mapred("run", job, corpus, "-o", tmp_path / "o", "--max-attempts", "1",
+    proc = run_mapred("run", job, corpus, "-o", tmp_path / "o", check=False, env=state_env)
+    assert only_line(proc, 2).startswith(
+        f"mapred: error: {job}:5: scan() emitted a key span outside its buffer")
+
+
+def only_line(proc, code: int) -> str:
+    """The one line a run wrote to stderr, but for the progress lines of a slow run (one every
+    10 s: workers start slowly on a busy machine)."""
+    err = proc.stderr.decode()
+    assert proc.returncode == code, err
+    lines = [ln for ln in err.splitlines() if not re.match(r"mapred: (map|reduce) \d+/", ln)]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+SCAN_HEAD = 'from numba import njit\nAGGREGATE = "sum"\n\n@njit(cache=True)\n'
+PAIRS_REDUCER = "def reducer(key, values):\n    yield key, sum(values)\n"
+
+
+@pytest.mark.parametrize("source,line,needle", [
+    (SCAN_HEAD + "def scan(buf, pos, starts, ends):\n    return 0, len(buf)\n", 5,
+     "scan(buf, pos, starts, ends) cannot be called as scan(buf, pos, starts, ends, values)"),
+    (SCAN_HEAD + "def scan(buf, pos, starts, ends, values):\n    word = 'n' + 1\n"
+     "    return 0, len(buf)\n", 6, "scan() does not compile (numba TypingError): No "
+     "implementation of function Function(<built-in function add>) found for signature"),
+    (SCAN_HEAD + "def scan(buf, pos, starts, ends, values):\n    starts[0] = 0\n    ends[0] = 1\n"
+     "    values[0] = 0.5\n    return 1, len(buf)\n", 8,
+     "scan() stores a float64 into values, an int64 array: numba would truncate it silently"),
+    ("def mapper(line):\n    for word in line.split():\n        yield word\n" + PAIRS_REDUCER, 3,
+     "mapper() yielded b'b', not a (key, value) pair (record at byte 0 of a.txt)"),
+    ("def mapper(line):\n    yield len(line), 1\n" + PAIRS_REDUCER, 2,
+     "mapper() yielded a key of type int (5): keys must be bytes or str"),
+    ("def mapper(line):\n    return line, 1\n" + PAIRS_REDUCER, 1,
+     "mapper() returned one pair (b'b a b', 1): yield pairs, or return a list of them"),
+    ("def mapper(line):\n    yield line, object()\n" + PAIRS_REDUCER, 1,
+     "mapper(): a value of type builtins.object cannot be passed between tasks"),
+    ("def mapper(line):\n    yield line, 1\ndef reducer(key, values):\n    yield sum(values)\n", 4,
+     "reducer() yielded 1, not a (key, value) pair (key b'b a b')"),
+    ("def mapper(line, ctx, more):\n    yield line, 1\n" + PAIRS_REDUCER, 1,
+     "mapper(line, ctx, more) cannot be called as mapper(line) or mapper(line, ctx)"),
+])
+def test_job_mistakes_are_one_line_exit_2_before_any_shard(source, line, needle, corpus,
+                                                           tmp_path, state_env):
+    """Caught on load or by the warm-up sample: no retries, no traceback, the user's line."""
+    job = job_file(tmp_path, source)
+    proc = run_mapred("run", job, corpus, "-o", tmp_path / "o", check=False, env=state_env)
+    assert only_line(proc, 2).startswith(f"mapred: error: {job}:{line}: {needle}")
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_error_of_the_data_in_the_first_records_is_still_retried(corpus, tmp_path,
+                                                                    state_env):
+    """The warm-up sample sees it too, but it is the data's, not the contract's."""
+    job = job_file(tmp_path, "def mapper(line):\n    yield line, int(line)\n" + PAIRS_REDUCER)
+    proc = run_mapred("run", job, corpus, "-o", tmp_path / "o", "--max-attempts", "2",
                       check=False, env=state_env)
-    assert proc.returncode == 1
-    assert "key span outside its buffer" in proc.stderr.decode()
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert re.search(r"failed 2 times; .* mapper\(\) raised ValueError: invalid literal",
+                     error_line(err)), err
+    assert 'userjob.py", line 2, in mapper' in err
+
+
+@pytest.mark.parametrize("job,params,needle", [
+    ("logfield", ["-p", "feild=3"],
+     "logfield.py: unknown parameter 'feild': did you mean 'field'? (this job's parameters: "
+     "field)"),
+    ("grep", ["-p", "pattern=a", "-p", "ignorecase=1"],
+     "grep.py: unknown parameter 'ignorecase': did you mean 'ignore_case'?"),
+    ("wordcount", ["-p", "n=3"],
+     "wordcount.py: this job takes no parameters (it has no init(params)), got -p n"),
+])
+def test_parameters_a_job_does_not_take_are_refused(job, params, needle, corpus, tmp_path,
+                                                    state_env):
+    proc = run_mapred("run", job, corpus, "-o", tmp_path / "o", *params, check=False,
+                      env=state_env)
+    assert needle in only_line(proc, 2)
+
+
+def many_files(tmp_path: Path) -> Path:
+    """A corpus that keeps two workers busy."""
+    c = tmp_path / "many"
+    c.mkdir()
+    for i in range(6):
+        (c / f"f{i}.txt").write_bytes(b"x y\n" * 50)
+    return c
+
+
+def test_a_parameter_init_never_reads_is_one_warning(tmp_path, state_env):
+    job = job_file(tmp_path, """\
+        N = 1
+        def init(params):
+            global N
+            N = int(params.get("n", "1"))
+        def mapper(line):
+            yield line.split()[0], N
+        def reducer(key, values):
+            yield key, sum(values)
+    """)
+    proc = run_mapred("run", job, many_files(tmp_path), "-o", tmp_path / "o", "-p", "n=2",
+                      "-p", "m=3", "--shard-size", "100", env=state_env)
+    warnings = [ln for ln in proc.stderr.decode().splitlines() if "warning" in ln]
+    assert warnings == [f"mapred: warning: {job}: parameter -p m=... was given but init(params) "
+                        "never read it (it read: n); declare PARAMS = {...} in the job to refuse "
+                        "unknown keys"]
+    assert read_output(tmp_path / "o") == {b"x": b"600"}
+
+
+def test_a_scan_without_njit_runs_with_one_warning(tmp_path, state_env):
+    source = (ROOT / "jobs" / "wordcount.py").read_text().replace("@njit(cache=True, nogil=True)\n",
+                                                                  "")
+    job = job_file(tmp_path, source)
+    line = source.splitlines().index("def scan(buf, pos, starts, ends, values):") + 1
+    proc = run_mapred("run", job, many_files(tmp_path), "-o", tmp_path / "o", "--shard-size",
+                      "100", env=state_env)
+    warnings = [ln for ln in proc.stderr.decode().splitlines() if "warning" in ln]
+    assert warnings == [f"mapred: warning: {job}:{line}: scan() is not compiled with @njit: it "
+                        "runs as plain Python, tens of times slower (add `from numba import njit` "
+                        "and @njit(cache=True, nogil=True) above it)"]
+    assert read_output(tmp_path / "o") == {b"x": b"300", b"y": b"300"}
 
 
 def test_help_is_complete():

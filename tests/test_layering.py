@@ -7,7 +7,7 @@ import sys
 
 WORKER_SIDE = ["mapred.worker", "mapred.job", "mapred.shards", "mapred.partition",
                "mapred.mapper", "mapred.reducer", "mapred.kernels", "mapred.paths", "mapred.workdir",
-               "mapred.rsyncd",
+               "mapred.rsyncd", "mapred.warmup",
                "mapred.fetch"]
 FORBIDDEN = ["fabric", "paramiko", "invoke", "typer", "tqdm", "click", "prometheus_client"]
 
