@@ -172,7 +172,7 @@ def bench_wordcount_mapred(lan: Lan, hosts: Path, corpus: Path, tmp: Path) -> di
     size = sum(p.stat().st_size for p in corpus.glob("*.txt"))
 
     def shard_bytes(err: str) -> int:
-        return sum(int(m) for m in re.findall(r"shard\(s\) sent \((\d+) bytes\)", err))
+        return sum(int(m) for m in re.findall(r"shards sent \d+ \((\d+) bytes\)", err))
 
     same = all((tmp / "wc1" / p.name).read_bytes() == p.read_bytes()
                for p in (tmp / "wc2").glob("part-*"))
