@@ -229,6 +229,7 @@ class SSHWorker:
         self.attach = self._deliver.attach
         self._unsent: list[bytes] | None = []  # until the channel is open
         self._closing = False
+        self.log = log_path  # the worker's stderr and print() output, copied here
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed when the channel ends
         self._stderr_done = threading.Event()
         threading.Thread(target=self._start, args=(open_chan,), daemon=True,

@@ -620,6 +620,9 @@ class Runner:
                                                                  "host": host}})
         self._end_attempt(attempt, "failed", error=error, detail=detail)
         self._drop_files(attempt)
+        worker_log = getattr(self.workers.get(slot), "log", None)
+        if worker_log is not None:  # where the user's print() output of that attempt went
+            detail = (f"{detail}\n" if detail else "") + f"worker log (print, stderr): {worker_log}"
         return self._feed(sched, scheduler.AttemptFailed(slot, attempt, error, detail))
 
     def _host_lost(self, sched: scheduler.Scheduler, host: str, reason: str) -> bool:

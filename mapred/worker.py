@@ -1,8 +1,9 @@
 """``python -m mapred.worker``: the process that runs tasks on a host, one task at a time.
 
 The coordinator starts one worker per core it uses on a host and talks to it with JSON lines:
-requests on stdin, events on the original stdout (user code's prints are sent to stderr so they
-cannot corrupt the protocol). Requests:
+requests on the original stdin, events on the original stdout. User code cannot touch either:
+file descriptor 1 is made a copy of stderr (the worker's log: print() lands there, line by line),
+0 reads /dev/null. Requests:
 
     {"op": "init", "job": PATH, "params": {...}, "reducers": R, "seed": S, "scratch": DIR,
      "slots": WORKERS_ON_THIS_HOST, "memory": BYTES_PER_WORKER or null,
@@ -42,7 +43,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from mapred import paths
 
@@ -292,20 +293,21 @@ def _default_budget(slots: int) -> int:
     return max(64 << 20, min(1 << 30, total // 8 // max(1, slots)))
 
 
-def _read_requests(requests: queue.Queue[dict[str, Any] | None], worker: Worker) -> None:
+def _read_requests(requests: queue.Queue[dict[str, Any] | None], worker: Worker,
+                   stream: BinaryIO) -> None:
     """Feed requests to the main thread; on end of input, clean up and exit at once.
 
     The coordinator is gone: what the task in flight wrote is removed; committed map outputs of
     earlier tasks stay for ``mapred run --resume`` (the next run on that output removes them).
     """
-    for line in sys.stdin.buffer:
+    for line in stream:
         if line.strip():
             msg = json.loads(line)
             if msg.get("op") in ("map", "reduce"):
                 worker.current = msg
             requests.put(msg)
     _remove_in_flight(worker)
-    os._exit(0)
+    os._exit(0)  # no flush: on a host whose coordinator vanished, stderr may never drain
 
 
 def _remove_in_flight(worker: Worker) -> None:
@@ -374,18 +376,43 @@ def main() -> None:
     if sys.argv[1:] == ["--warm"]:  # `mapred hosts setup`: compile the kernels into the cache
         _warm_up(None)
         return
-    proto = os.fdopen(os.dup(1), "w", encoding="utf-8")
-    os.dup2(2, 1)  # user prints go to stderr, never into the protocol
+    proto_in, proto = _protocol_streams()
     channel = Channel(proto)
     worker = Worker(channel)
     requests: queue.Queue[dict[str, Any] | None] = queue.Queue()
-    threading.Thread(target=_read_requests, args=(requests, worker), daemon=True).start()
+    threading.Thread(target=_read_requests, args=(requests, worker, proto_in),
+                     daemon=True).start()
     threading.Thread(target=_heartbeat, args=(channel,), daemon=True).start()
     while True:
         msg = requests.get()
         if msg is None or not worker.handle(msg):
             break
     proto.flush()
+    _exit()
+
+
+def _protocol_streams() -> tuple[BinaryIO, TextIO]:
+    """The protocol's own copies of stdin and stdout. User code gets /dev/null as fd 0 (input()
+    cannot eat a request) and stderr as fd 1: print() and numba's print land in the worker's
+    log, flushed line by line, never in the protocol."""
+    proto_in = os.fdopen(os.dup(0), "rb")
+    proto = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(2, 1)
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(line_buffering=True)
+    return proto_in, proto
+
+
+def _exit() -> None:
+    """Exit now (no interpreter teardown), with what user code printed written out (line
+    buffering leaves at most a line without its newline)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
     os._exit(0)
 
 
