@@ -556,11 +556,24 @@ def _free(path: Path) -> int:
 
 
 def _listing(directory: Path) -> list[str]:
-    """``SHA256/FILE`` of every job module whose bytes still have that hash; one that does not
-    (changed on this host) is removed, so the coordinator ships it again."""
+    """``DIGEST/MAIN`` of every job directory that is whole (``jobfiles.verify``: its manifest
+    hashes to its name, its files to the manifest); one that is not (changed on this host, or
+    half shipped) is removed, so the coordinator ships it again. Directories of single job
+    modules named by their own hash (mapred before jobs had modules) are checked the old way."""
+    from mapred import jobfiles
+
     out = []
     for d in directory.iterdir():
         if d.is_dir() and not d.is_symlink() and not d.name.startswith("."):
+            if (d / jobfiles.MANIFEST).exists():
+                if jobfiles.verify(d):
+                    main = json.loads((d / jobfiles.MANIFEST).read_bytes())["main"]
+                    out.append(f"{d.name}/{main}")
+                else:
+                    paths.remove(d)
+                continue
+            if time.time() - d.stat().st_mtime < 600:
+                continue  # maybe being shipped now by another run: its manifest comes last
             for f in d.iterdir():
                 if f.name.startswith("."):
                     continue

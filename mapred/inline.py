@@ -35,6 +35,8 @@ def run_inline(cfg: RunConfig) -> Summary:
                             output.guarded_paths(cfg.state, cfg.job, cfg.hosts_file))
         jobmod.check_syntax(cfg.job)
         job = jobmod.load(cfg.job, cfg.params)
+        for warning in job.warnings:
+            log.warning("%s", warning)
         files = list_inputs(cfg.corpus, cfg.follow_symlinks, cfg.output)
         slots = os.cpu_count() or 1  # as a local run here: the same cuts, the same parts
         shard_size = cfg.shard_size or auto_shard_size(sum(f.size for f in files), slots,

@@ -160,6 +160,9 @@ def _import(path: Path) -> ModuleType:
         raise JobLoadError(f"{path}: not a loadable Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    home = str(path.parent)  # the job's own modules (`from helpers import ...`), as for a script
+    if home not in sys.path:
+        sys.path.insert(0, home)
     try:
         spec.loader.exec_module(module)
     except SyntaxError as e:

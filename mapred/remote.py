@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import atexit
 import base64
-import hashlib
 import json
 import logging
 import os
@@ -52,7 +51,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from mapred import __version__, paths
+from mapred import __version__, jobfiles, paths
 from mapred.errors import ConfigError, JobError, NoHostsError
 from mapred.hosts import Host, resolve_ssh, rsync_remote, ssh_command_args
 from mapred.shards import Shard
@@ -444,7 +443,7 @@ class SSHTransport:
         self._procs: set[subprocess.Popen[bytes]] = set()
         self._cached: set[str] = set()
         self._jobs: set[str] = set()
-        self._job_paths: dict[Path, str] = {}
+        self._job_paths: dict[str, str] = {}  # job digest -> the job module's path there
         self._busy: dict[str, threading.Lock] = {}
         self._relays: dict[str, int] = {}
         self._relay_peer: dict[int, SSHTransport] = {}
@@ -765,22 +764,26 @@ class SSHTransport:
         self.run_id = run_id
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
-    def job_path(self, local_job: Path) -> str:
-        """Ship the job module (content-addressed, so numba's cache stays valid across runs)."""
+    def job_path(self, job: jobfiles.JobFiles) -> str:
+        """Ship the job module and the modules it imports (``jobs/DIGEST/``, content-addressed
+        by its manifest, so numba's cache stays valid across runs); the manifest goes last, so
+        a directory the agent lists is whole."""
         self._ready()
         with self._lock:
-            if local_job in self._job_paths:
-                return self._job_paths[local_job]
-        data = Path(local_job).read_bytes()
-        stem = re.sub(r"[^A-Za-z0-9_]", "_", Path(local_job).stem)[:64] or "job"
-        name = f"{hashlib.sha256(data).hexdigest()}/{stem}.py"
+            if job.digest in self._job_paths:
+                return self._job_paths[job.digest]
+        name = f"{job.digest}/{job.main}"
         if name not in self._jobs:
-            self.agent_request("put", wait=True, path=f"jobs/{name}",
-                               data=base64.b64encode(data).decode())
+            for rel, _ in job.files:
+                data = job.local_name(rel).read_bytes()
+                self.agent_request("put", wait=True, path=f"jobs/{job.digest}/{rel}",
+                                   data=base64.b64encode(data).decode())
+            self.agent_request("put", wait=True, path=f"jobs/{job.digest}/{jobfiles.MANIFEST}",
+                               data=base64.b64encode(job.manifest()).decode())
             self._jobs.add(name)
         remote = f"{self.workdir}/jobs/{name}"
         with self._lock:
-            self._job_paths[local_job] = remote
+            self._job_paths[job.digest] = remote
         return remote
 
     def prepare(self, shard: Shard) -> Future[Staged]:

@@ -11,7 +11,6 @@ still there. Everything else runs again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from mapred import paths
 from mapred.errors import UsageError
+from mapred.jobfiles import JobFiles
 from mapred.shards import Shard
 
 
@@ -30,10 +30,10 @@ class Previous:
     reusable: dict[str, tuple[str, dict[int, list[str]]]]  # shard key -> (host, outputs)
 
 
-def job_fingerprint(job: Path, params: dict[str, str], reducers: int, seed: int,
+def job_fingerprint(job: JobFiles, params: dict[str, str], reducers: int, seed: int,
                     shard_size: int) -> dict[str, Any]:
-    return {"job_sha256": hashlib.sha256(job.read_bytes()).hexdigest(), "params": params,
-            "reducers": reducers, "seed": seed, "shard_size": shard_size}
+    return {"job_sha256": dict(job.files)[job.main], "job_modules": job.digest,
+            "params": params, "reducers": reducers, "seed": seed, "shard_size": shard_size}
 
 
 def shard_key(shard: Shard) -> str:
@@ -69,8 +69,11 @@ def find_previous(state: Path, output: Path) -> tuple[Path, dict[str, Any]] | No
 
 def check_compatible(plan: dict[str, Any], fingerprint: dict[str, Any]) -> None:
     old = plan.get("fingerprint") or {}
-    for key, what in (("job_sha256", "the job module's code"), ("params", "the -p parameters"),
+    for key, what in (("job_sha256", "the job module's code"),
+                      ("job_modules", "the modules the job imports"), ("params", "the -p parameters"),
                       ("reducers", "the number of reducers"), ("seed", "the partition seed")):
+        if key == "job_modules" and key not in old:
+            continue  # a run of an older mapred: its job module's hash says enough
         if old.get(key) != fingerprint[key]:
             raise UsageError(
                 f"cannot resume run {plan.get('run_id')}: {what} changed since it ran "

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from mapred import job as jobmod
-from mapred import logs, output, paths, resume, scheduler, warmup
+from mapred import jobfiles, logs, output, paths, resume, scheduler, warmup
 from mapred.collect import PartFiles
 from mapred.errors import Interrupted, JobError, JobLoadError, MapredError, NoHostsError, TaskError
 from mapred.fetch import fetch_error_host, lost_outputs
@@ -145,6 +145,7 @@ class Runner:
         self.parts_done: set[int] = set()  # partitions whose part file is committed
         self.shard_bytes: dict[str, int] = {}  # task -> input bytes shown as mapped
         self.sample: dict[str, Any] | None = None  # the corpus's first records, for warm-ups
+        self.job_files: jobfiles.JobFiles | None = None  # the job module and its modules
         self.job_warnings: set[str] = set()  # shown once, not once per worker
         self.last_tick = 0.0
 
@@ -173,6 +174,7 @@ class Runner:
         output.check_output(cfg.output, cfg.corpus, cfg.overwrite,
                             output.guarded_paths(cfg.state, cfg.job, cfg.hosts_file))
         jobmod.check_syntax(cfg.job)
+        self.job_files = jobfiles.find(cfg.job)
         files = list_inputs(cfg.corpus, cfg.follow_symlinks, cfg.output)
         self.total_slots = slots = sum(t.cores for t in self.transports.values())
         found = resume.find_previous(cfg.state, cfg.output)
@@ -187,8 +189,8 @@ class Runner:
         reducers = reducers or default_reducers(slots, len(shards))
         self.shards = {s.task: s for s in shards}
         self.sample = warmup.corpus_head(shards)
-        self.fingerprint = resume.job_fingerprint(cfg.job, cfg.params, reducers, cfg.seed,
-                                                  shard_size)
+        self.fingerprint = resume.job_fingerprint(self.job_files, cfg.params, reducers,
+                                                  cfg.seed, shard_size)
         if cfg.resume:
             self.previous = resume.load(cfg.state, cfg.output, self.fingerprint)
             self.resumed_from = self.previous.run_id if self.previous else None
@@ -358,6 +360,7 @@ class Runner:
 
     def _spawn(self, t: Transport, index: int) -> None:
         cfg = self.cfg
+        assert self.job_files is not None  # planned
         slot = f"{t.name}/{index}"
         self.slot_host[slot] = t.name
         self.slot_index[slot] = index
@@ -366,7 +369,8 @@ class Runner:
         gen = self.slot_gen.get(slot, 0) + 1
         self.slot_gen[slot] = gen
         try:
-            init = {"op": "init", "job": t.job_path(cfg.job), "params": cfg.params,
+            init = {"op": "init", "job": t.job_path(self.job_files), "params": cfg.params,
+                    "job_helpers": self.job_files.helpers(),
                     "reducers": self.reducers, "seed": cfg.seed, "scratch": t.scratch,
                     "slots": t.cores, "memory": _per_worker(t.memory, t.cores),
                     "enter_scratch": t.workers_enter_scratch,
@@ -487,13 +491,15 @@ class Runner:
             return False
         ev = msg.get("ev")
         if ev == "ready":
-            self._warn_once(msg.get("warnings") or [])
+            self._warn_once([self._local_text(host, w) for w in msg.get("warnings") or []])
             if not msg.get("again"):
                 assert self.journal is not None
                 self.journal.event("worker_ready", host=host, slot=self.slot_index[slot])
             return self._feed(sched, scheduler.SlotReady(slot, host))
         if ev == "init_failed":
-            raise JobLoadError(msg["error"], detail=msg.get("detail"))
+            detail = msg.get("detail")
+            raise JobLoadError(self._local_text(host, msg["error"]),
+                               detail=self._local_text(host, detail) if detail else None)
         if ev == "progress":
             self._mapped(msg["attempt"], int(msg["bytes"]))
         elif ev == "fetched" and msg.get("attempt") in self.attempt_info:
@@ -549,6 +555,10 @@ class Runner:
         """A worker reports a failed attempt. A reduce that could not fetch from a host waits for
         that host to answer (or be lost) before its failure counts."""
         attempt = msg["attempt"]
+        host = self.slot_host.get(slot, "")
+        detail = msg.get("detail")
+        msg = {**msg, "error": self._local_text(host, str(msg.get("error", ""))),
+               "detail": self._local_text(host, detail) if detail else detail}
         source = fetch_error_host(str(msg.get("error", "")))
         peer = remote_host(self.transports.get(source or ""))
         held = {"ev": "failed", "slot": slot, "error": msg["error"], "detail": msg.get("detail")}
@@ -869,6 +879,16 @@ class Runner:
             error=error, **({"outputs": outputs} if outputs is not None else {}),
             **({"sums": sums} if sums else {}), **({"detail": detail} if detail else {}),
             **attempt_times(info))
+
+    def _local_text(self, host: str, text: str) -> str:
+        """An error from ``host`` naming the job's files here, not their copies there."""
+        t = self.transports.get(host)
+        if t is None or self.job_files is None:
+            return text
+        try:
+            return self.job_files.localize(text, t.job_path(self.job_files))
+        except MapredError:  # the host is gone: its names will do
+            return text
 
     def _task_error(self, ins: scheduler.Failed, sched: scheduler.Scheduler) -> TaskError:
         task = sched.tasks[ins.task]

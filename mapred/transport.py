@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from mapred import paths
+from mapred.jobfiles import JobFiles
 from mapred.shards import Shard
 
 OnMessage = Callable[[str, dict[str, Any] | None], None]  # (slot, message or None at exit)
@@ -62,7 +63,9 @@ class Transport(Protocol):
     workers_enter_scratch: bool
 
     def start(self, run_id: str) -> None: ...
-    def job_path(self, local_job: Path) -> str: ...
+    def job_path(self, job: JobFiles) -> str:
+        """Where the job module is on the host (its modules beside it), shipped if need be."""
+        ...
     def prepare(self, shard: Shard) -> Future[Staged]:
         """Make the shard's bytes available on the host (maybe in the background); the future's
         result holds the ``pieces`` of the map request and how they were staged."""
@@ -247,8 +250,8 @@ class LocalTransport:
         assert self._scratch is not None
         return str(self._scratch)
 
-    def job_path(self, local_job: Path) -> str:
-        return str(local_job)
+    def job_path(self, job: JobFiles) -> str:
+        return str(job.path)  # read in place, its modules beside it
 
     def prepare(self, shard: Shard) -> Future[Staged]:
         """Local input is read in place: the future is already resolved."""

@@ -113,6 +113,8 @@ class Worker:
         self.budget = int(msg.get("memory") or _default_budget(int(msg.get("slots", 1))))
         try:
             _check_job_hash(Path(msg["job"]), msg.get("job_sha256"))
+            for rel, digest in msg.get("job_helpers", {}).items():  # modules it imports
+                _check_job_hash(Path(msg["job"]).parent / rel, digest)
             self.job = jobmod.load(Path(msg["job"]), dict(msg.get("params", {})))
             _warm_up_job(self.scratch, self.job, msg.get("sample"))
         except MapredError as e:

@@ -333,6 +333,40 @@ def test_a_job_module_changed_on_a_host_is_shipped_again(
         assert planted not in h1.run(["cat", f]).stdout
 
 
+def test_a_job_with_its_own_modules_is_shipped_whole_and_errors_name_local_files(
+        lan: Lan, lan_mapred: str, hosts: Path, awkward_corpus: Path, tmp_path: Path,
+        env: dict[str, str]) -> None:
+    """`from helpers import ...` and a package beside the job reach every host; a helper's
+    traceback names the file on this machine, not its copy on the host."""
+    root = tmp_path / "my jobs"
+    (root / "textpkg").mkdir(parents=True)
+    (root / "helpers.py").write_text("def words(line):\n    return line.split()\n")
+    (root / "textpkg" / "__init__.py").write_text("")
+    (root / "textpkg" / "norm.py").write_text(
+        "def lower(w):\n    if w == b'BOOM':\n        raise ValueError('boom word')\n"
+        "    return w.lower()\n")
+    job = root / "multi.py"
+    job.write_text("from helpers import words\nfrom textpkg.norm import lower\n"
+                   "def mapper(line):\n    for w in words(line):\n        yield lower(w), 1\n"
+                   "def reducer(key, values):\n    yield key, sum(values)\n")
+    common = [job, awkward_corpus, "--reducers", "3", "--shard-size", "256K"]
+    mapred("run", *common, "-o", tmp_path / "local", env=env)
+    mapred("run", *common, "-o", tmp_path / "lan", "--hosts", hosts, env=env)
+    assert parts(tmp_path / "lan") == parts(tmp_path / "local")
+    for h in lan.hosts:  # each host holds the job's directory, manifest last
+        listing = h.run(["sh", "-c", f"cd {WORKDIR}/jobs && ls */textpkg/norm.py */MANIFEST.json"])
+        assert listing.returncode == 0, listing.stderr
+    boom = tmp_path / "boom"
+    boom.mkdir()
+    (boom / "x.txt").write_bytes(b"fine words\nBOOM\n")
+    proc = mapred("run", job, boom, "-o", tmp_path / "failed", "--hosts", hosts,
+                  "--max-attempts", "1", env=env, check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert f'File "{root / "textpkg" / "norm.py"}", line 3, in lower' in err, err
+    assert f"{WORKDIR}/jobs" not in err, err
+
+
 # --------------------------------------------------------------------------- cleanup
 
 
