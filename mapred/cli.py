@@ -193,6 +193,13 @@ def _run(job: str, corpus: Path, output: Path, hosts: Path | None, reducers: int
     log.info("%s", _summary_line(summary),
              extra={"event": "run_finished", "fields": {"seconds": round(summary.seconds, 3),
                                                          "output": str(summary.output)}})
+    from mapred.runner import user_counters
+
+    counters = user_counters(summary.counters)
+    if counters:
+        log.info("counters: %s", ", ".join(f"{k[len('user.'):]} {v:,}"
+                                           for k, v in counters.items()),
+                 extra={"event": "counters", "fields": {"counters": counters}})
 
 
 def _refuse_with_inline(**given: Any) -> None:

@@ -283,8 +283,10 @@ def _wrap(text: str, width: int, indent: str, max_lines: int = 4) -> str:
 
 def _show_counters(run: Run) -> str:
     names = [c for c in history.COUNTERS if c in run.counters]
-    names += sorted(c for c in run.counters if c not in history.COUNTERS)
-    if not names:
+    names += sorted(c for c in run.counters if c not in history.COUNTERS
+                    and not c.startswith("user."))
+    user = sorted(c for c in run.counters if c.startswith("user."))
+    if not names and not user:
         return ""
     cells = [
         clip_right(n.replace("_", " "), 13).ljust(13)
@@ -293,7 +295,12 @@ def _show_counters(run: Run) -> str:
     ]
     rows = ["  " + "  ".join(cells[i : i + 3]) for i in range(0, len(cells), 3)]
     title = "counters" + (" (derived from the event log)" if run.counters_derived else "")
-    return title + "\n" + "\n".join(rows)
+    text = title + "\n" + "\n".join(rows)
+    if user:  # the job's own, by their full names
+        text += "\njob counters\n" + "\n".join(
+            "  " + clip_right(n[len("user."):], 60).ljust(60)
+            + clip_right(fmt_counter(n, run.counters[n]), 14).rjust(14) for n in user)
+    return text
 
 
 def _show_hosts(hosts: Sequence[HostStats], width: int) -> str:

@@ -43,12 +43,27 @@ AGGREGATES = ("sum", "min", "max")
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "jobs"
 
 
+USER_COUNTER = "user."  # prefix of the job's own counters among a task's counters
+
+
 @dataclass(frozen=True)
 class MapContext:
     """Passed as the second argument to a two-argument ``mapper``."""
 
     path: str  # the input file, relative to the corpus root
     offset: int = 0  # byte offset of the current record in that file (plain files only)
+    counts: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to the user counter ``name`` (``ctx.count("bad_lines")``). Counted once per
+        committed map task: a retried, lost or backed-up attempt's counts never add up twice;
+        shown in the summary, ``mapred show``, the report and the metrics."""
+        if not isinstance(name, str) or not name or len(name) > 100 or not name.isprintable():
+            raise ValueError(f"a counter name is a printable str of 1 to 100 characters, not "
+                             f"{name!r:.60}")
+        if type(n) is not int:
+            raise TypeError(f"ctx.count({name!r}, n): n must be an int, not {type(n).__name__}")
+        self.counts[name] = self.counts.get(name, 0) + n
 
 
 @dataclass

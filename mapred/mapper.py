@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mapred import paths
-from mapred.job import Job, MapContext, def_line
+from mapred.job import USER_COUNTER, Job, MapContext, def_line
 from mapred.partition import partition_of, to_key, write_plain_run
 
 BATCH = 16384  # pairs per scan() call: the span arrays stay in L2
@@ -437,10 +437,11 @@ def _plain_records(piece: PieceSpec, progress: Progress) -> Iterator[tuple[int, 
 
 def _map_plain(job: Job, spec: MapSpec, outs: _Outputs, progress: Progress) -> None:
     groups: dict[bytes, list[Any]] = {}
+    counts: dict[str, int] = {}  # the job's own counters (ctx.count)
     held = 0
     done = 0
     for piece, offset, record in _all_records(spec, progress):
-        for k, value in _call_mapper(job, record, piece, offset):
+        for k, value in _call_mapper(job, record, piece, offset, counts):
             bucket = groups.get(k)
             if bucket is None:
                 groups[k] = [value]
@@ -461,6 +462,8 @@ def _map_plain(job: Job, spec: MapSpec, outs: _Outputs, progress: Progress) -> N
             groups, held = {}, 0
     progress(done)
     _spill(job, groups, outs)
+    for name, n in counts.items():
+        outs.add(USER_COUNTER + name, n)
 
 
 def _all_records(spec: MapSpec, progress: Progress) -> Iterator[tuple[PieceSpec, int, bytes]]:
@@ -469,11 +472,12 @@ def _all_records(spec: MapSpec, progress: Progress) -> Iterator[tuple[PieceSpec,
             yield piece, offset, record
 
 
-def _call_mapper(job: Job, record: bytes, spec: PieceSpec, offset: int) -> list[Any]:
+def _call_mapper(job: Job, record: bytes, spec: PieceSpec, offset: int,
+                 counts: dict[str, int] | None = None) -> list[Any]:
     assert job.mapper is not None
     try:
         if job.mapper_takes_ctx:
-            out = job.mapper(record, MapContext(spec.rel, offset))
+            out = job.mapper(record, MapContext(spec.rel, offset, {} if counts is None else counts))
         else:
             out = job.mapper(record)
         return pairs(out, "mapper", job)

@@ -78,6 +78,12 @@ def write(path: Path, job: str, exit_code: int, summary: dict[str, Any] | None) 
           c.get("retries", 0))
     gauge("mapred_task_backups", "Speculative backup attempts started.", c.get("backups", 0))
     gauge("mapred_hosts_lost", "Hosts lost during the last run.", c.get("hosts_lost", 0))
+    user = {k[len("user."):]: v for k, v in c.items() if k.startswith("user.")}
+    if user:
+        counter = Gauge("mapred_user_counter", "The job's own counters (ctx.count), committed "
+                        "tasks only.", [*names, "name"], registry=reg)
+        for name, value in sorted(user.items()):
+            counter.labels(**labels, name=name).set(value)
     previous = previous_success(path, job)
     last = time.time() if exit_code == 0 else previous
     if last is not None:

@@ -41,7 +41,14 @@ def fmt_count(n: float | None) -> str:
 
 
 def fmt_counter(name: str, value: float) -> str:
+    """A counter's value; the job's own (``user.NAME``) are plain numbers, whatever the name."""
+    if name.startswith("user."):
+        return fmt_count(value)
     return fmt_bytes(value) if "bytes" in name else fmt_count(value)
+
+
+def counter_label(name: str) -> str:
+    return name if name.startswith("user.") else name.replace("_", " ")
 
 
 def _e(s: object) -> str:
@@ -251,7 +258,7 @@ def _cards(run: Run) -> str:
         warn = " warn" if name in ("retries", "backups", "hosts_lost") and value else ""
         cards.append(
             f'<div class="card{warn}"><div class="v">{_e(fmt_counter(name, value))}</div>'
-            f'<div class="k">{_e(name.replace("_", " "))}</div></div>'
+            f'<div class="k">{_e(counter_label(name))}</div></div>'
         )
     return f'<div class="cards">{"".join(cards)}</div>\n' if cards else ""
 

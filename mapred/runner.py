@@ -36,6 +36,7 @@ from mapred import jobfiles, logs, output, paths, resume, scheduler, warmup
 from mapred.collect import PartFiles
 from mapred.errors import Interrupted, JobError, JobLoadError, MapredError, NoHostsError, TaskError
 from mapred.fetch import fetch_error_host, lost_outputs
+from mapred.job import USER_COUNTER
 from mapred.journal import Journal, attempt_times, new_run_id, now
 from mapred.locality import DigestHints
 from mapred.shards import Shard, auto_shard_size, list_inputs, plan
@@ -985,11 +986,19 @@ class Runner:
                 "hosts_lost": len(self.lost_hosts),
                 "attempts_lost": self.attempts_lost,
                 "maps_rerun": self.sched.maps_rerun if self.sched else 0,
+                **user_counters(c),
             },
             "hosts": self.host_stats,
             "lost_hosts": dict(self.lost_hosts),
         }
         self.journal.write_json("summary.json", self.summary_data)
+
+
+def user_counters(counters: dict[str, int]) -> dict[str, int]:
+    """``user.NAME`` -> total of the job's own counters (ctx.count) over committed tasks."""
+    prefix = f"{scheduler.MAP}_{USER_COUNTER}"
+    return {k[len(scheduler.MAP) + 1:]: v for k, v in sorted(counters.items())
+            if k.startswith(prefix)}
 
 
 def _journal_sums(run_dir: Path) -> dict[str, list[Any]]:
