@@ -143,6 +143,8 @@ class Runner:
         self.committed: dict[str, tuple[str, dict[str, int], float]] = {}
         self.attempts_lost = 0
         self.shards_done: set[str] = set()
+        self.ready_slots: set[str] = set()  # slots whose current worker said it is ready
+        self.last_exit: dict[str, str] = {}  # slot -> why its last worker exited
         self.parts_done: set[int] = set()  # partitions whose part file is committed
         self.shard_bytes: dict[str, int] = {}  # task -> input bytes shown as mapped
         self.sample: dict[str, Any] | None = None  # the corpus's first records, for warm-ups
@@ -369,6 +371,7 @@ class Runner:
             return
         gen = self.slot_gen.get(slot, 0) + 1
         self.slot_gen[slot] = gen
+        self.ready_slots.discard(slot)
         try:
             init = {"op": "init", "job": t.job_path(self.job_files), "params": cfg.params,
                     "job_helpers": self.job_files.helpers(),
@@ -397,8 +400,10 @@ class Runner:
             self.respawns[slot] = self.respawns.get(slot, 0) + 1
             if self.respawns[slot] > MAX_RESPAWNS:
                 if not any(self.slot_host.get(s) == host for s in self.workers):
+                    last = self.last_exit.get(slot, "")
                     self._on_host_lost(host, f"workers on host {host} keep exiting "
-                                             f"({MAX_RESPAWNS} restarts in slot {slot})")
+                                             f"({MAX_RESPAWNS} restarts in slot {slot})"
+                                             + (f"; the last: {last}" if last else ""))
                 return
         self._spawn(self.transports[host], self.slot_index[slot])
 
@@ -492,6 +497,7 @@ class Runner:
             return False
         ev = msg.get("ev")
         if ev == "ready":
+            self.ready_slots.add(slot)
             self._warn_once([self._local_text(host, w) for w in msg.get("warnings") or []])
             if not msg.get("again"):
                 assert self.journal is not None
@@ -667,8 +673,13 @@ class Runner:
             return None
         tail = worker.stderr_tail()
         reason = "worker process exited unexpectedly"
+        if slot not in self.ready_slots:  # the job's own code runs there: say so
+            reason = ("worker process exited while starting (loading the job and running it on "
+                      "the corpus's first records)")
         if tail:
             reason += ": " + tail.splitlines()[-1]
+        log_path = getattr(worker, "log", None)
+        self.last_exit[slot] = reason + (f"; worker log: {log_path}" if log_path else "")
         log.warning("%s on %s", reason, slot)
         return scheduler.SlotLost(slot, reason)
 

@@ -132,3 +132,22 @@ def test_integer_values_and_bundled_kernels_pass(tmp_path):
     warmup.sample_run(tmp_path, write_job(tmp_path, FLOAT_SCAN.replace("n / 2", "n // 2")), None)
     logfield = jobmod.load(jobmod.resolve("logfield"), {"field": "1"})
     warmup.sample_run(tmp_path, logfield, sample([b"a b c"]))
+
+
+def test_a_mapper_that_ends_its_process_is_named_as_the_cause(tmp_path):
+    """os._exit in the mapper kills each worker while it runs the warm-up sample: the run
+    ends saying so, with the worker log, not only 'no usable host'."""
+    from mrtest import run_mapred
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_bytes(b"a b\n")
+    job = tmp_path / "exits.py"
+    job.write_text("import os\ndef mapper(line):\n    os._exit(7)\n    yield line, 1\n"
+                   "def reducer(k, v):\n    yield k, sum(v)\n")
+    proc = run_mapred("run", job, corpus, "-o", tmp_path / "o", check=False,
+                      env={"XDG_STATE_HOME": str(tmp_path / "state")}, timeout=120)
+    last = proc.stderr.decode().strip().splitlines()[-1]
+    assert proc.returncode == 3, last
+    assert "exited while starting (loading the job and running it on the corpus's first " \
+           "records)" in last and "worker log: " in last, last
+    assert not (tmp_path / "o").exists()
