@@ -125,3 +125,18 @@ def test_log_lines_go_above_the_bar_not_through_it(monkeypatch):
     assert sep, text
     assert before.rsplit("\r", 1)[-1].strip() == "", text  # the bar was cleared first
     assert "512.0 KiB/1.0 MiB, 0/2 shards" in text
+
+
+def test_json_logs_get_heartbeat_lines_not_a_bar(monkeypatch):
+    from mapred import logs
+    from mapred.progress import BarProgress, make_progress
+
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    try:
+        logs.setup(logging.INFO, "json")
+        assert isinstance(make_progress(False), LogProgress)
+        logs.setup(logging.INFO, "text")
+        assert isinstance(make_progress(False), BarProgress)
+        assert type(make_progress(True)) is Progress  # -q: nothing
+    finally:
+        logs.setup(logging.INFO, "text")
