@@ -121,7 +121,8 @@ def check_host(host: Any, *, accept_new: bool = False, timeout: float = CHECK_TI
     try:
         target = resolve_ssh(host, ssh_config)
         report.address = target.hostname
-        conn = connect(target, host.name, accept_new=accept_new, timeout=min(timeout, 10.0))
+        conn = connect(target, host.name, accept_new=accept_new,
+                       timeout=min(timeout, target.connect_timeout))
         try:
             key = conn.transport.get_remote_server_key()
             report.fields.append(f"key {key.get_name()} {fingerprint(key)}")

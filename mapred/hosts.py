@@ -58,6 +58,7 @@ DEFAULT_PYTHON = "python3"  # interpreter on a remote host; a local host uses sy
 DEFAULT_WORKDIR = "~/.cache/mapred"  # expanded on the host it names, not here
 DEFAULT_SHUFFLE = "direct"
 SHUFFLE_MODES = ("direct", "relay")
+MAX_CONNECT_TIMEOUT = 600  # seconds: a longer connect_timeout is a typo
 
 Shuffle = Literal["direct", "relay"]
 
@@ -81,6 +82,7 @@ class Host:
     workdir: str = DEFAULT_WORKDIR
     cores: int | None = None
     memory: int | None = None
+    connect_timeout: float | None = None  # seconds; None: ~/.ssh/config's, else CONNECT_TIMEOUT
     local: bool = False
     python_from: str = field(default="builtin", compare=False)  # "host", "defaults", "builtin"
 
@@ -193,6 +195,15 @@ def _cores(value: Any, _base: Path) -> int:
     return _int_in(value, 1, None, "an integer >= 1")
 
 
+def _seconds(value: Any, _base: Path) -> float:
+    what = f"a number of seconds, more than 0 and at most {MAX_CONNECT_TIMEOUT}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _expect(what, value)
+    if not 0 < value <= MAX_CONNECT_TIMEOUT:
+        raise _expect(what, value)
+    return float(value)
+
+
 def _path(value: Any, base: Path) -> Path:
     path = Path(_text(value, base)).expanduser()
     return Path(os.path.normpath(path if path.is_absolute() else base / path))
@@ -236,10 +247,12 @@ HOST_KEYS: Mapping[str, _Converter] = {
     "workdir": _text,
     "cores": _cores,
     "memory": _memory,
+    "connect_timeout": _seconds,
 }
 REQUIRED_KEYS = ("name", "address")
 PER_HOST_KEYS = frozenset(REQUIRED_KEYS)  # may not appear in [defaults]
-SSH_ONLY_KEYS = frozenset({"user", "port", "identity", "known_hosts"})  # meaningless for local
+SSH_ONLY_KEYS = frozenset({"user", "port", "identity", "known_hosts",
+                           "connect_timeout"})  # meaningless for a local host
 TOP_LEVEL_KEYS = ("defaults", "host", "shuffle")
 
 
@@ -418,10 +431,11 @@ def resolve_ssh(host: Host, ssh_config_path: str | os.PathLike[str] | None = Non
     """Resolve a remote host the way OpenSSH would, through ``paramiko.SSHConfig``.
 
     ``ssh_config_path`` defaults to ``~/.ssh/config`` (used if present); an explicit path must
-    exist. Honours Host aliases, HostName, User, Port, IdentityFile, ProxyJump and
-    UserKnownHostsFile. Explicit hosts.toml values win over the ssh config, which wins over the
-    defaults (the current user, port 22, ``~/.ssh/known_hosts``). ``Include`` is not followed
-    (paramiko does not); ``ProxyCommand`` is refused (use ProxyJump).
+    exist. Honours Host aliases, HostName, User, Port, IdentityFile, ProxyJump,
+    UserKnownHostsFile and ConnectTimeout. Explicit hosts.toml values win over the ssh config,
+    which wins over the defaults (the current user, port 22, ``~/.ssh/known_hosts``, a 10 s
+    connect timeout). ``Include`` is not followed (paramiko does not); ``ProxyCommand`` is
+    refused (use ProxyJump).
     """
     if host.local:
         raise ValueError(f"host {host.name!r} is local: it has no SSH target")
@@ -433,4 +447,5 @@ def resolve_ssh(host: Host, ssh_config_path: str | os.PathLike[str] | None = Non
         port=host.port,
         identity=host.identity,
         known_hosts=host.known_hosts,
+        connect_timeout=host.connect_timeout,
     )

@@ -56,7 +56,6 @@ from mapred.errors import ConfigError, JobError, NoHostsError
 from mapred.hosts import Host, resolve_ssh, rsync_remote, ssh_command_args
 from mapred.shards import Shard
 from mapred.sshconfig import (
-    CONNECT_TIMEOUT,
     DEFAULT_SSH_PORT,
     SERVER_ALIVE_COUNT_MAX,
     SERVER_ALIVE_INTERVAL,
@@ -415,7 +414,7 @@ class SSHTransport:
     def __init__(self, host: Host, *, run_state_dir: Path, accept_new_host_keys: bool = False,
                  shuffle: str = "direct", group: ShuffleGroup | None = None,
                  ssh_config: Path | None = None, transfer_threads: int = TRANSFER_THREADS,
-                 connect_timeout: float = CONNECT_TIMEOUT, prespawn: bool = PRESPAWN) -> None:
+                 connect_timeout: float | None = None, prespawn: bool = PRESPAWN) -> None:
         if host.local:
             raise ValueError(f"host {host.name!r} is local: use LocalTransport")
         if shuffle not in ("direct", "relay"):
@@ -423,7 +422,8 @@ class SSHTransport:
         self.host, self.name, self.memory = host, host.name, host.memory
         self.target = resolve_ssh(host, ssh_config)
         self.accept_new, self.shuffle = accept_new_host_keys, shuffle
-        self.connect_timeout, self.prespawn = connect_timeout, prespawn
+        self.connect_timeout = connect_timeout or self.target.connect_timeout  # hosts.toml's
+        self.prespawn = prespawn
         self.log_dir = Path(run_state_dir) / "logs"
         self.group = group or _current_group()
         self.group.join(self)

@@ -16,6 +16,7 @@ Callers normally use :func:`mapred.hosts.resolve_ssh`; paramiko is imported lazi
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import shutil
@@ -34,7 +35,7 @@ DEFAULT_SSH_CONFIG = "~/.ssh/config"
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 SERVER_ALIVE_INTERVAL = 5  # seconds between keepalives
 SERVER_ALIVE_COUNT_MAX = 3  # missed keepalives before the connection is dropped
-CONNECT_TIMEOUT = 10  # seconds
+CONNECT_TIMEOUT = 10.0  # seconds to reach a host (TCP, SSH banner, authentication)
 MAX_JUMP_HOPS = 8
 
 
@@ -61,7 +62,9 @@ class SSHTarget:
 
     ``identity_files`` empty means "agent and OpenSSH's default keys"; non-empty means "these keys
     only" (IdentitiesOnly). ``known_hosts_files`` empty means no host key can be trusted.
-    ``proxy_jump`` is the last hop before this host, itself fully resolved.
+    ``proxy_jump`` is the last hop before this host, itself fully resolved. ``connect_timeout``
+    bounds reaching it on both paths (paramiko's connect, banner and auth; OpenSSH's
+    ConnectTimeout).
     """
 
     hostname: str
@@ -70,6 +73,7 @@ class SSHTarget:
     identity_files: tuple[str, ...] = ()
     known_hosts_files: tuple[str, ...] = ()
     proxy_jump: SSHTarget | None = None
+    connect_timeout: float = CONNECT_TIMEOUT
 
 
 # --- resolution ------------------------------------------------------------------------------
@@ -140,6 +144,13 @@ class Resolver:
             raise self.error(key, f"unusable value {value!r}")
         return value
 
+    def timeout(self, value: str | None) -> float | None:
+        if value is None:
+            return None
+        if not value.isdigit() or int(value) < 1:
+            raise self.error("ConnectTimeout", f"expected a number of seconds, found {value!r}")
+        return float(value)
+
     def port(self, value: str | None) -> int | None:
         if value is None:
             return None
@@ -156,6 +167,7 @@ class Resolver:
         identity: Path | None = None,
         known_hosts: Path | None = None,
         jump: str | None = None,
+        connect_timeout: float | None = None,
         depth: int = 0,
     ) -> SSHTarget:
         """Explicit arguments > ssh config for ``alias`` > defaults."""
@@ -168,14 +180,18 @@ class Resolver:
             port=port or self.port(opts.get("port")) or DEFAULT_SSH_PORT,
             identity_files=_identity_files(identity, opts),
             known_hosts_files=_known_hosts_files(known_hosts, opts),
-            proxy_jump=self.jump(jump if jump is not None else opts.get("proxyjump"), depth),
+            proxy_jump=self.jump(jump if jump is not None else opts.get("proxyjump"), depth,
+                                 connect_timeout),
+            connect_timeout=connect_timeout or self.timeout(opts.get("connecttimeout"))
+            or CONNECT_TIMEOUT,
         )
 
-    def jump(self, spec: str | None, depth: int) -> SSHTarget | None:
+    def jump(self, spec: str | None, depth: int,
+             connect_timeout: float | None = None) -> SSHTarget | None:
         """The last hop of a ProxyJump list (``[user@]host[:port]``, comma-separated), resolved.
 
         Like OpenSSH, the last hop is reached through the earlier ones, or through its own
-        ProxyJump when it is the only one.
+        ProxyJump when it is the only one. A hosts.toml connect_timeout applies to every hop.
         """
         if spec is None or spec.strip().lower() == "none":
             return None
@@ -188,6 +204,7 @@ class Resolver:
             user=user and self.checked("ProxyJump", user),
             port=self.port(port),
             jump=earlier or None,
+            connect_timeout=connect_timeout,
             depth=depth + 1,
         )
 
@@ -272,7 +289,7 @@ def ssh_command_args(target: SSHTarget, *, accept_new_host_keys: bool = False) -
         "-o", "ForwardX11=no",
         "-o", f"ServerAliveInterval={SERVER_ALIVE_INTERVAL}",
         "-o", f"ServerAliveCountMax={SERVER_ALIVE_COUNT_MAX}",
-        "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
+        "-o", f"ConnectTimeout={math.ceil(target.connect_timeout)}",  # whole seconds only
     ]  # fmt: skip
     if target.identity_files:
         args += ["-o", "IdentitiesOnly=yes"]

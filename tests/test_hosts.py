@@ -929,3 +929,40 @@ def test_accept_new_is_allowed_into_a_regular_or_creatable_file(tmp_path: Path) 
         assert knownhosts.accept_new_refusal(target.known_hosts_files) is None
         opts = option_values(ssh_command_args(target, accept_new_host_keys=True))
         assert opts["StrictHostKeyChecking"] == ["accept-new"]
+
+
+# --- connect_timeout -------------------------------------------------------------------------
+
+
+def test_connect_timeout_in_defaults_and_per_host(tmp_path: Path) -> None:
+    text = ("[defaults]\nconnect_timeout = 4\n" + ONE_HOST
+            + '[[host]]\nname = "h2"\naddress = "198.18.0.12"\nconnect_timeout = 2.5\n'
+            + '[[host]]\nname = "h3"\naddress = "198.18.0.13"\n')
+    path = write(tmp_path, text)
+    assert [h.connect_timeout for h in load_hosts(path).hosts] == [4.0, 2.5, 4.0]
+    assert load_hosts(write(tmp_path, ONE_HOST, "plain.toml")).hosts[0].connect_timeout is None
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "601", '"10"', "true", "[1]"])
+def test_connect_timeout_must_be_a_positive_number_of_seconds(tmp_path: Path,
+                                                              value: str) -> None:
+    message = load_error(write(tmp_path, ONE_HOST + f"connect_timeout = {value}\n"))
+    assert "key 'connect_timeout'" in message and "number of seconds" in message, message
+
+
+def test_connect_timeout_has_no_effect_on_a_local_host(tmp_path: Path) -> None:
+    text = '[[host]]\nname = "me"\naddress = "local"\nconnect_timeout = 3\n'
+    assert "has no effect on a local host" in load_error(write(tmp_path, text))
+
+
+def test_connect_timeout_reaches_both_ssh_paths(ssh_config: Path) -> None:
+    config = ssh_config.read_text().replace("Host plain\n", "Host plain\n    ConnectTimeout 7\n")
+    ssh_config.write_text(config)
+    assert resolve_ssh(Host(name="p", address="plain"), ssh_config).connect_timeout == 7
+    explicit = Host(name="p", address="plain", connect_timeout=2.5)  # hosts.toml wins
+    target = resolve_ssh(explicit, ssh_config)
+    assert target.connect_timeout == 2.5
+    assert option_values(ssh_command_args(target))["ConnectTimeout"] == ["3"]  # whole seconds
+    assert resolve_ssh(Host(name="x", address="198.18.0.40"), ssh_config).connect_timeout == 10
+    hop = resolve_ssh(Host(name="w", address="web", connect_timeout=3), ssh_config).proxy_jump
+    assert hop is not None and hop.connect_timeout == 3  # every hop of the way
