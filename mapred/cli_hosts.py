@@ -141,14 +141,19 @@ def check_host(host: Any, *, accept_new: bool = False, timeout: float = CHECK_TI
 
 def _probe(conn: Any, host: Any, timeout: float, python: str | None = None,
            modules: tuple[str, ...] = RUNTIME_DEPS) -> dict[str, Any]:
-    from mapred.sshconnect import RemoteError, exec_command
+    from mapred.diagnose import missing_python
+    from mapred.sshconnect import HostUnusable, RemoteError, exec_command
 
     py = python or host.python
     command = " ".join(shlex.quote(w) for w in [py, "-c", _probe_source(), host.workdir,
                                                  *modules])
     code, out, err = exec_command(conn, host.name, command, timeout=timeout, check=False)
     if code != 0:
-        raise RemoteError(host.name, f"{py} (probe)", code, err.decode("utf-8", "replace"))
+        stderr = err.decode("utf-8", "replace")
+        missing = missing_python(host.name, py, code, stderr)  # as a run's preflight says it
+        if missing is not None:
+            raise HostUnusable(missing)
+        raise RemoteError(host.name, f"{py} (probe)", code, stderr)
     probe: dict[str, Any] = json.loads(out)
     return probe
 

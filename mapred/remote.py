@@ -51,7 +51,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from mapred import __version__, jobfiles, paths
+from mapred import __version__, diagnose, jobfiles, paths
 from mapred.errors import ConfigError, JobError, NoHostsError
 from mapred.hosts import Host, resolve_ssh, rsync_remote, ssh_command_args
 from mapred.shards import Shard
@@ -60,7 +60,15 @@ from mapred.sshconfig import (
     SERVER_ALIVE_COUNT_MAX,
     SERVER_ALIVE_INTERVAL,
 )
-from mapred.sshconnect import REQUEST_TIMEOUT, HostUnusable, RemoteError, _reason, connect
+from mapred.sshconnect import (
+    REQUEST_TIMEOUT,
+    DiskFull,
+    HostUnusable,
+    KeyLocked,
+    RemoteError,
+    _reason,
+    connect,
+)
 from mapred.staging import check_unchanged, shard_digest, shard_pieces, stage_shard
 from mapred.transport import Delivery, OnMessage, Staged
 
@@ -114,6 +122,7 @@ class AgentChannel:
         except Exception:  # noqa: BLE001,S110 - the connection died: handled below
             pass
         self._stderr_done.wait(2.0)
+        self.chan.status_event.wait(2.0)  # the exit status may come just after the output ends
         code = self.chan.recv_exit_status() if self.chan.exit_status_ready() else None
         self.closed.set()
         err = RemoteError(self.label, self.command, code, self.stderr(), why="ended")
@@ -195,7 +204,10 @@ class AgentChannel:
 
     def stop(self, timeout: float) -> None:
         self.send({"op": "stop"})
-        self.bye.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while not self.closed.is_set() and time.monotonic() < deadline:  # (an agent that never
+            if self.bye.wait(0.05):  # started, or died, says no bye: waiting is for nothing)
+                break
         try:
             self.chan.shutdown_write()
             self.chan.close()
@@ -479,10 +491,7 @@ class SSHTransport:
             try:
                 info = self._agent.started.result(timeout=AGENT_START_TIMEOUT)
             except Exception as e:  # noqa: BLE001 - explained below
-                raise HostUnusable(
-                    f"host {self.name}: cannot start {self._agent.command!r}: {e}. Is mapred "
-                    f"{__version__} installed for that python? `mapred hosts check` tells, "
-                    "`mapred hosts setup` installs it") from None
+                raise self._agent_failed(e) from None
             self._check(info)
             self._info = info
             self._cached = set(info.get("cache", []))
@@ -493,6 +502,20 @@ class SSHTransport:
             self._setup.set_result(None)
         except BaseException as e:  # noqa: BLE001 - raised again by every waiting method
             self._setup.set_exception(e)
+
+    def _agent_failed(self, e: Exception) -> HostUnusable:
+        """Why the agent did not start, in one line: no such python, a full disk, or else."""
+        if isinstance(e, RemoteError):
+            missing = diagnose.missing_python(self.name, self.host.python, e.status, e.stderr)
+            if missing is not None:
+                return HostUnusable(missing)
+            if diagnose.disk_full(e.stderr):
+                return DiskFull(self.name, self.host.workdir)
+        assert self._agent is not None
+        return HostUnusable(
+            f"host {self.name}: cannot start {self._agent.command!r}: {e}. Is mapred "
+            f"{__version__} installed for that python? `mapred hosts check` tells, "
+            "`mapred hosts setup` installs it")
 
     def _check(self, info: dict[str, Any]) -> None:
         python = self.host.python
@@ -1026,8 +1049,10 @@ class SSHTransport:
         self.group.leave(self)
         shutil.rmtree(self._tmp, ignore_errors=True)
         s = self.stats
-        log.info("host %s: shards sent %d (%d bytes), already cached %d, copied from "
-                 "another host %d; part files collected %d", self.name, s["shards_sent"],
+        used = self._setup.done() and self._setup.exception() is None  # else: nothing to say
+        log.log(logging.INFO if used else logging.DEBUG,
+                "host %s: shards sent %d (%d bytes), already cached %d, copied from "
+                "another host %d; part files collected %d", self.name, s["shards_sent"],
                  s["bytes_sent"], s["shards_cached"], s["shards_pulled"], s["collected"])
 
 
@@ -1125,6 +1150,7 @@ def open_transports(hosts: Iterable[Host], *, run_state_dir: Path, shuffle: str 
             t.close()
         raise
     usable, problems, fatal = [], [], []
+    failed: list[Exception] = []
     for t in made:
         try:
             t.wait_ready()
@@ -1133,13 +1159,21 @@ def open_transports(hosts: Iterable[Host], *, run_state_dir: Path, shuffle: str 
             fatal.append(e)
         except Exception as e:  # noqa: BLE001 - reported below with the host's name
             problems.append(str(e))
+            failed.append(e)
     if fatal or not usable:
         for t in made:
             t.close()
     if fatal:
+        locked = {e.cause for e in fatal if isinstance(e, KeyLocked)}
+        if len(locked) == 1 and len(fatal) > 1 and all(isinstance(e, KeyLocked) for e in fatal):
+            names = ", ".join(e.host for e in fatal if isinstance(e, KeyLocked))
+            raise ConfigError(f"hosts {names}: {locked.pop()}")  # one key, one line
         first = fatal[0]
         others = [str(e) for e in fatal[1:]] + problems
         raise type(first)(first.message, detail="\n".join(others) or None)
+    if not usable and failed and all(isinstance(e, DiskFull) for e in failed):
+        full = {e.host: e.workdir for e in failed if isinstance(e, DiskFull)}
+        raise JobError(diagnose.disk_full_line(full, every=True))  # exit 1, as in the run
     if not usable:
         raise NoHostsError("no usable host: " + "; ".join(problems))
     for p in problems:

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mapred import diagnose, jobfiles, logs, output, paths, resume, scheduler, warmup
 from mapred import job as jobmod
-from mapred import jobfiles, logs, output, paths, resume, scheduler, warmup
 from mapred.collect import PartFiles
 from mapred.errors import Interrupted, JobError, JobLoadError, MapredError, NoHostsError, TaskError
 from mapred.fetch import fetch_error_host, lost_outputs
@@ -136,6 +136,8 @@ class Runner:
         self.shards: dict[str, Shard] = {}
         self.hints: DigestHints | None = None  # where shards are cached (SSH hosts)
         self.lost_hosts: dict[str, str] = {}  # host -> why it was lost
+        self.flapping_kept: set[str] = set()  # flapping, but the last usable host
+        self.disk_full: dict[str, str] = {}  # host -> its workdir, where a disk filled up
         self.total_slots = 1  # cores of all hosts, known once planned
         self.io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="mapred-io")
         self.stage_futures: dict[str, Future[Staged]] = {}
@@ -632,6 +634,8 @@ class Runner:
             return False  # fenced: it already ended (cancelled, or its host was lost)
         host = self.slot_host[slot]
         self.failed_attempts += 1
+        if diagnose.disk_full(error):
+            self.disk_full[host] = _disk_of(self.transports[host])
         log.warning("attempt %s failed on %s: %s", attempt, host, error,
                     extra={"event": "attempt_failed", "fields": {"attempt": attempt,
                                                                  "host": host}})
@@ -911,6 +915,12 @@ class Runner:
             where = f" (partition {task.partition})"
         message = (f"{task.kind} task {ins.task}{where} failed {plural(task.failures, 'time')}; "
                    f"last on host {ins.host}: {ins.error}")
+        if diagnose.disk_full(ins.error) and self.disk_full:  # not the task's fault: the disks'
+            every = set(self.disk_full) >= set(self.transports) - set(self.lost_hosts)
+            line = diagnose.disk_full_line(self.disk_full, every=every)
+            return TaskError(f"{task.kind} task {ins.task}{where} failed "
+                             f"{plural(task.failures, 'time')}: {line}", task=ins.task,
+                             host=ins.host, shard=where.strip(" ()"))
         return TaskError(message, task=ins.task, host=ins.host, shard=where.strip(" ()"),
                          detail=ins.detail)
 
@@ -1041,6 +1051,14 @@ def workers_wanted(cores: int, slots: int, tasks: int) -> int:
     others working), at most one per core. Starting numba in idle workers costs real CPU time."""
     share = -(-tasks * cores // max(1, slots))
     return max(1, min(cores, share))
+
+
+def _disk_of(t: Transport) -> str:
+    """Where a transport's host writes: its workdir (SSH), else its scratch dir."""
+    try:
+        return str(getattr(t, "workdir", None) or t.scratch)
+    except MapredError:  # lost meanwhile
+        return "its workdir"
 
 
 def _per_worker(memory: int | None, cores: int) -> int | None:

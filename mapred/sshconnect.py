@@ -4,23 +4,30 @@
 :class:`~mapred.sshconfig.SSHTarget` is the whole truth), trusts only keys in the target's known_hosts
 files (:mod:`mapred.knownhosts` reads and writes them), and turns every failure into one of mapred's
 errors naming the host: a refused or changed key and failed authentication are fatal (exit 2), an
-unreachable host is :class:`HostUnusable`. :func:`exec_command` runs one command on a channel.
+unreachable host is :class:`HostUnusable` (within the target's ``connect_timeout``).
+:func:`exec_command` runs one command on a channel.
+
+Never a prompt: a passphrase-protected identity is used only through an ssh-agent that holds it
+(as OpenSSH does with ``IdentitiesOnly``); without one the connection fails at once with
+:class:`KeyLocked`, naming the key file.
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import fcntl
 import hashlib
 import logging
 import os
+import shlex
 import threading
 from pathlib import Path
 from typing import Any
 
-from mapred import knownhosts
+from mapred import diagnose, knownhosts
 from mapred.errors import ConfigError, JobError, NoHostsError
-from mapred.sshconfig import CONNECT_TIMEOUT, SERVER_ALIVE_INTERVAL, SSHTarget
+from mapred.sshconfig import SERVER_ALIVE_INTERVAL, SSHTarget
 
 log = logging.getLogger("mapred")
 
@@ -31,8 +38,25 @@ class HostKeyError(ConfigError):
     """A host key is unknown or changed: refused before anything is sent (exit 2)."""
 
 
+class KeyLocked(ConfigError):
+    """The identity is passphrase-protected and no agent holds it: the same on every host that
+    uses it (``cause`` names the key without the host), exit 2."""
+
+    def __init__(self, host: str, cause: str) -> None:
+        super().__init__(f"host {host}: {cause}")
+        self.host, self.cause = host, cause
+
+
 class HostUnusable(NoHostsError):
     """A host cannot be used: unreachable, wrong versions, agent failed (exit 3 if none is left)."""
+
+
+class DiskFull(HostUnusable):
+    """The host's workdir has no space left: it cannot even start the run there."""
+
+    def __init__(self, host: str, workdir: str) -> None:
+        super().__init__(diagnose.disk_full_line({host: workdir}, every=False))
+        self.host, self.workdir = host, workdir
 
 
 class RemoteError(JobError):
@@ -112,26 +136,30 @@ class KnownHostsPolicy:
 
 
 def build_connection(target: SSHTarget, label: str, *, accept_new: bool = False,
-                     timeout: float = CONNECT_TIMEOUT) -> Any:
+                     timeout: float | None = None) -> Any:
     """An unopened fabric Connection to ``target``: no ssh config read, keys from the target."""
     import paramiko
     from fabric import Config, Connection
 
+    timeout = target.connect_timeout if timeout is None else timeout
     gateway = None
     if target.proxy_jump is not None:
         jump = target.proxy_jump
         gateway = build_connection(jump, f"{label} (via jump host {jump.hostname})",
-                                   accept_new=accept_new, timeout=timeout)
+                                   accept_new=accept_new)
     ids = list(target.identity_files)
     kwargs: dict[str, Any] = {"look_for_keys": not ids, "allow_agent": not ids,
                               "banner_timeout": timeout, "auth_timeout": timeout,
                               "channel_timeout": timeout}
     if ids:
         kwargs["key_filename"] = ids
+        held = _agent_key(ids)
+        if held is not None:  # the agent's copy first, as OpenSSH does (IdentitiesOnly)
+            kwargs["pkey"] = held
     config = Config(ssh_config=paramiko.SSHConfig(), lazy=True,
                     overrides={"load_ssh_configs": False})
     conn = Connection(target.hostname, user=target.user, port=target.port, config=config,
-                      gateway=gateway, forward_agent=False, connect_timeout=int(timeout),
+                      gateway=gateway, forward_agent=False, connect_timeout=timeout,
                       connect_kwargs=kwargs)
     policy = KnownHostsPolicy(target, label, accept_new)
     policy.load(conn.client)
@@ -140,10 +168,14 @@ def build_connection(target: SSHTarget, label: str, *, accept_new: bool = False,
 
 
 def connect(target: SSHTarget, label: str, *, accept_new: bool = False,
-            timeout: float = CONNECT_TIMEOUT) -> Any:
-    """An open, host-key-verified fabric Connection; errors name the host and the cause."""
+            timeout: float | None = None) -> Any:
+    """An open, host-key-verified fabric Connection; errors name the host and the cause.
+
+    ``timeout`` (default: the target's ``connect_timeout``) bounds the TCP connect, the SSH
+    banner and the authentication each."""
     import paramiko
 
+    timeout = target.connect_timeout if timeout is None else timeout
     conn = build_connection(target, label, accept_new=accept_new, timeout=timeout)
     where = f"host {label} ({target.user}@{target.hostname}:{target.port})"
     try:
@@ -153,18 +185,26 @@ def connect(target: SSHTarget, label: str, *, accept_new: bool = False,
         raise
     except paramiko.BadHostKeyException as e:
         conn.close()
+        entry = target.hostname if target.port == 22 else f"[{target.hostname}]:{target.port}"
+        fix = " ".join(shlex.quote(w) for w in ["ssh-keygen", *(
+            ["-f", target.known_hosts_files[0]] if target.known_hosts_files else []), "-R", entry])
         raise HostKeyError(
             f"{where}: host key CHANGED: it presents {e.key.get_name()} key "
             f"{fingerprint(e.key)}, known_hosts has {fingerprint(e.expected_key)}; refusing to "
             "connect (someone may be intercepting the connection; if the host was reinstalled, "
-            f"remove the old key with ssh-keygen -R {target.hostname})") from None
+            f"remove the old key with {fix})") from None
     except paramiko.AuthenticationException as e:
         conn.close()
+        locked = locked_keys(target.identity_files)
+        if locked and isinstance(e, paramiko.PasswordRequiredException) and \
+                _agent_key(list(target.identity_files)) is None:
+            raise KeyLocked(label, _locked_cause(locked)) from None
         keys = ", ".join(target.identity_files) or "agent and default keys"
         raise ConfigError(f"{where}: authentication failed ({e}); keys tried: {keys}") from None
     except TimeoutError:
         conn.close()
-        raise HostUnusable(f"{where}: cannot connect: timed out after {timeout:g}s") from None
+        raise HostUnusable(f"{where}: cannot connect: nothing answered within {timeout:g}s "
+                           "(connect_timeout)") from None
     except (OSError, paramiko.SSHException, EOFError) as e:
         conn.close()
         raise HostUnusable(f"{where}: cannot connect: {_reason(e)}") from None
@@ -173,9 +213,73 @@ def connect(target: SSHTarget, label: str, *, accept_new: bool = False,
 
 
 def _reason(e: BaseException) -> str:
+    import paramiko
+
+    if isinstance(e, paramiko.ssh_exception.NoValidConnectionsError) and e.errors:
+        causes = sorted({err.strerror or str(err) for err in e.errors.values()})
+        why = "; ".join(causes)
+        if any(getattr(err, "errno", None) in UNREACHABLE for err in e.errors.values()):
+            why += " (nothing answers at that address: is it right, and is the host up?)"
+        elif any(isinstance(err, ConnectionRefusedError) for err in e.errors.values()):
+            why += " (the host is up, but nothing listens on that port: is sshd running?)"
+        return why
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
     return str(e) or type(e).__name__
+
+
+UNREACHABLE = (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN)
+
+
+# --- passphrase-protected keys: an agent's copy, or a clear refusal ---------------------------
+
+
+def locked_keys(files: tuple[str, ...] | list[str]) -> list[str]:
+    """Those of ``files`` that are passphrase-protected (cannot be loaded without one)."""
+    import paramiko
+
+    out = []
+    for path in files:
+        try:
+            paramiko.PKey.from_path(path)
+        except paramiko.PasswordRequiredException:
+            out.append(path)
+        except TypeError as e:  # paramiko >= 3.2: "Key is password-protected, but ..."
+            if "password" in str(e):
+                out.append(path)
+        except Exception:  # noqa: BLE001,S112 - missing or unreadable: not this problem
+            continue
+    return out
+
+
+def _locked_cause(locked: list[str]) -> str:
+    key = locked[0]
+    agent = ("no ssh-agent holds it (SSH_AUTH_SOCK is not set)" if not os.environ.get(
+        "SSH_AUTH_SOCK") else "the ssh-agent at SSH_AUTH_SOCK does not hold it")
+    return (f"the key {key} is passphrase-protected and {agent}; mapred never asks for a "
+            f"passphrase: add it to an agent (ssh-add {key}) or use a key without one")
+
+
+def _agent_key(identity_files: list[str]) -> Any:
+    """The agent's key for the first identity file whose public key (``FILE.pub``) it holds."""
+    if not os.environ.get("SSH_AUTH_SOCK"):
+        return None
+    import paramiko
+
+    wanted = []
+    for path in identity_files:
+        try:
+            wanted.append(base64.b64decode(Path(path + ".pub").read_text().split()[1]))
+        except (OSError, IndexError, ValueError):
+            continue
+    if not wanted:
+        return None
+    try:
+        agent = paramiko.Agent()
+        keys = {k.asbytes(): k for k in agent.get_keys()}
+    except (paramiko.SSHException, OSError):
+        return None
+    return next((keys[blob] for blob in wanted if blob in keys), None)
 
 
 def exec_command(conn: Any, label: str, command: str, *, stdin: bytes = b"",
