@@ -82,6 +82,11 @@ AGENT_START_TIMEOUT = 30.0  # seconds for the agent to report (python start, mkd
 # within DEAD_AFTER + WATCH_SECONDS, inside OpenSSH's own ServerAlive limit (15 s) used by rsync.
 DEAD_AFTER = float(min(10, SERVER_ALIVE_INTERVAL * SERVER_ALIVE_COUNT_MAX))
 WATCH_SECONDS = 0.5  # how often the liveness of each host is checked (and its agent pinged)
+# A host whose agent went silent for FLAP_SILENCE seconds and came back, FLAP_LIMIT times within
+# FLAP_WINDOW seconds, is flapping (a link going down and up): the runner excludes it.
+FLAP_SILENCE = 3.0
+FLAP_LIMIT = 3
+FLAP_WINDOW = 60.0
 VERIFY_TIMEOUT = 120.0  # hashing a shard or an attempt's map outputs on the host
 ALLOW_TIMEOUT = 10.0  # a member's agent rewriting its daemon's hosts allow
 STOP_TIMEOUT = 10.0  # waiting for the agent's cleanup at the end of a run
@@ -103,6 +108,7 @@ class AgentChannel:
         self.bye = threading.Event()
         self.closed = threading.Event()
         self.last_seen = time.monotonic()
+        self.dropouts: list[float] = []  # when a line came after FLAP_SILENCE s of silence
         self._replies: dict[int, Future[dict[str, Any]]] = {}
         self._ids = 0
         self._lock = threading.Lock()
@@ -113,7 +119,12 @@ class AgentChannel:
     def _read(self) -> None:
         try:
             for line in self.chan.makefile("rb"):
-                self.last_seen = time.monotonic()
+                t = time.monotonic()
+                if t - self.last_seen > FLAP_SILENCE and self.started.done():  # (not a slow start)
+                    log.debug("host %s: back after %.1fs of silence", self.label,
+                              t - self.last_seen)
+                    self.dropouts.append(t)
+                self.last_seen = t
                 try:
                     msg = json.loads(line)
                 except ValueError:
@@ -464,6 +475,7 @@ class SSHTransport:
         self._lost: str | None = None
         self._lost_lock = threading.Lock()
         self._on_lost: list[Callable[[str, str], None]] = []
+        self._on_flap: list[Callable[[str, str], None]] = []
         self._verified: set[str] = set()  # shards checked on the host during this run
         _sweep_local_tmp()
         self._tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-"))  # socket, stage
@@ -616,23 +628,43 @@ class SSHTransport:
         return agent
 
     def _watch(self) -> None:
-        """Ping the agent; a host silent for DEAD_AFTER seconds is lost (its workers end)."""
+        """Ping the agent; a host silent for DEAD_AFTER seconds is lost (its workers end); one
+        that keeps going silent for a few seconds and coming back is flapping."""
         agent = self._agent
         assert agent is not None
+        counted = 0  # dropouts seen so far
         while not self._closed and self._lost is None:
             time.sleep(WATCH_SECONDS)
             if self._closed:
                 return
-            silent = time.monotonic() - agent.last_seen
+            now = time.monotonic()
+            silent = now - agent.last_seen
             if agent.closed.is_set() or silent > DEAD_AFTER:
                 why = "its agent ended (connection closed)" if agent.closed.is_set() else \
                     f"no answer for {silent:.1f}s"
                 self._lose(f"host {self.name} lost: {why}")
                 return
+            if len(agent.dropouts) > counted:
+                counted = len(agent.dropouts)
+                recent = [t for t in agent.dropouts if now - t < FLAP_WINDOW]
+                if len(recent) >= FLAP_LIMIT:
+                    self._flapping(f"host {self.name} keeps dropping out: silent for "
+                                   f"{FLAP_SILENCE:g}s or more {len(recent)} times in "
+                                   f"{now - recent[0] + FLAP_SILENCE:.0f}s")
             agent.send({"op": "ping"})
 
-    def watch(self, on_lost: Callable[[str, str], None]) -> None:
-        """Call ``on_lost(host, reason)`` once when this host is lost (at once if it is)."""
+    def _flapping(self, reason: str) -> None:
+        log.debug("%s", reason)
+        for callback in list(self._on_flap):
+            callback(self.name, reason)
+
+    def watch(self, on_lost: Callable[[str, str], None],
+              on_flap: Callable[[str, str], None] | None = None) -> None:
+        """Call ``on_lost(host, reason)`` once when this host is lost (at once if it is), and
+        ``on_flap(host, reason)`` each time it comes back from a silence that makes it flapping
+        (the caller decides what to do: it may be the last host)."""
+        if on_flap is not None:
+            self._on_flap.append(on_flap)
         with self._lost_lock:
             self._on_lost.append(on_lost)
             lost = self._lost

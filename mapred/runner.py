@@ -250,7 +250,7 @@ class Runner:
         for t in self.transports.values():
             remote = remote_host(t)
             if remote is not None:
-                remote.watch(self._on_host_lost)
+                remote.watch(self._on_host_lost, self._on_host_flapping)
             try:
                 t.start(self.run_id)
                 self.journal.event("host_scratch", host=t.name, path=t.scratch)
@@ -423,6 +423,10 @@ class Runner:
         """Any thread: ``host`` is gone for this run (posted; handled by the loop)."""
         self.events.put((host, INTERNAL, {"ev": "host_lost", "reason": reason}))
 
+    def _on_host_flapping(self, host: str, reason: str) -> None:
+        """Any thread: ``host`` keeps dropping out (posted; handled by the loop)."""
+        self.events.put((host, INTERNAL, {"ev": "host_flapping", "reason": reason}))
+
     def _post(self, attempt: str, msg: dict[str, Any]) -> None:
         """Any thread: the outcome of background work for ``attempt``."""
         self.events.put((attempt, INTERNAL, msg))
@@ -585,6 +589,8 @@ class Runner:
         ev = msg["ev"]
         if ev == "host_lost":
             return self._host_lost(sched, key, str(msg["reason"]))
+        if ev == "host_flapping":
+            return self._host_flapping(sched, key, str(msg["reason"]))
         info = self.attempt_info.get(key)
         if info is None:
             return False
@@ -670,6 +676,19 @@ class Runner:
                 self.attempts_lost += 1
                 self._end_attempt(attempt, "lost", error=reason)
         return self._feed(sched, scheduler.HostLost(host, reason))
+
+    def _host_flapping(self, sched: scheduler.Scheduler, host: str, reason: str) -> bool:
+        """A host whose link keeps going down and up is excluded like a lost one (the map
+        outputs it holds, which it may fail to serve, run again elsewhere) — never the last."""
+        if host in self.lost_hosts or host not in self.transports:
+            return False
+        if not sched.usable_hosts() - {host}:
+            if host not in self.flapping_kept:
+                self.flapping_kept.add(host)
+                log.warning("%s, but it is the last usable host: the run carries on with it",
+                            reason, extra={"event": "host_flapping", "fields": {"host": host}})
+            return False
+        return self._host_lost(sched, host, f"{reason}: excluded")
 
     def _worker_exited(self, slot: str) -> scheduler.Event | None:
         worker = self.workers.pop(slot, None)

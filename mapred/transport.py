@@ -86,9 +86,11 @@ class RemoteHost(Protocol):
     """What a transport to a host that can be lost mid-run adds (``SSHTransport``); the runner
     uses these when a transport has them (:func:`remote_host`), ``LocalTransport`` has none."""
 
-    def watch(self, on_lost: Callable[[str, str], None]) -> None:
+    def watch(self, on_lost: Callable[[str, str], None],
+              on_flap: Callable[[str, str], None] | None = None) -> None:
         """Call ``on_lost(host, reason)`` once, from any thread, when the host is lost; before
-        any of its workers' exits is delivered."""
+        any of its workers' exits is delivered. ``on_flap(host, reason)``: each time the host
+        comes back from a silence that makes it flapping (its link keeps going down and up)."""
         ...
     def lose(self, reason: str) -> None:
         """Give the host up for the rest of the run (stop everything there, never use it)."""
