@@ -11,6 +11,7 @@ import contextlib
 import gzip
 import os
 import re
+import sys
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +28,8 @@ GZIP_PIECE = 64 << 20  # decompressed bytes per numba buffer for gzip input
 DEFAULT_BUDGET = 512 << 20  # bytes of map-side state per worker before it spills a run
 TABLE_BYTES_PER_KEY = 200  # numba key table: entry, index and the sort temporaries (kernels)
 PLAIN_BYTES_PER_KEY = 120  # plain tier: dict entry, bytes object and list overhead
-PLAIN_BYTES_PER_VALUE = 40
+PLAIN_BYTES_PER_VALUE = 40  # a list slot and a small value; a larger one adds its own size
+_SMALL_VALUES = frozenset({int, float, bool, type(None)})
 
 
 class UserCodeError(Exception):
@@ -421,18 +423,20 @@ def _plain_records(piece: PieceSpec, progress: Progress) -> Iterator[tuple[int, 
         except (OSError, EOFError, zlib.error) as e:
             raise OSError(f"cannot decompress {piece.rel}: {e}") from e
         return
-    with _opened(piece) as f:
+    size = left = piece.end - piece.start
+    at = piece.first
+    with _opened(piece) as f:  # line by line: a worker never holds a whole shard
         f.seek(piece.start)
-        data = f.read(piece.end - piece.start)
-    if len(data) != piece.end - piece.start:
+        while left > 0:
+            line = f.readline(left)
+            if not line:
+                break
+            left -= len(line)
+            yield at, line[:-1] if line.endswith(b"\n") else line
+            at += len(line)
+    if left:
         raise InputChanged(f"input file changed during the run: {piece.rel} (expected "
-                           f"{piece.end - piece.start} bytes at {piece.first}, read {len(data)})")
-    pos, n = 0, len(data)
-    while pos < n:
-        j = data.find(b"\n", pos)
-        stop = n if j < 0 else j
-        yield piece.first + pos, data[pos:stop]
-        pos = stop + 1
+                           f"{size} bytes at {piece.first}, read {size - left})")
 
 
 def _map_plain(job: Job, spec: MapSpec, outs: _Outputs, progress: Progress) -> None:
@@ -448,7 +452,8 @@ def _map_plain(job: Job, spec: MapSpec, outs: _Outputs, progress: Progress) -> N
                 held += PLAIN_BYTES_PER_KEY + len(k)
             else:
                 bucket.append(value)
-            held += PLAIN_BYTES_PER_VALUE
+            held += PLAIN_BYTES_PER_VALUE if type(value) in _SMALL_VALUES else \
+                PLAIN_BYTES_PER_VALUE + sys.getsizeof(value)  # a hot key's lines, say
         outs.add("records", 1)
         size = len(record) + 1
         outs.add("bytes_in", size)
@@ -499,6 +504,17 @@ def _spill(job: Job, groups: dict[bytes, list[Any]], outs: _Outputs) -> None:
     if not groups:
         return
     outs.add("spills", 1)
+    if job.combiner is None:  # each key's values as they are: streamed, never copied into pairs
+        keys: list[list[bytes]] = [[] for _ in range(outs.nparts)]
+        for key in groups:
+            keys[partition_of(key, outs.seed, outs.nparts)].append(key)
+        for p, part in enumerate(keys):
+            if part:
+                part.sort()
+                outs.add("keys", write_plain_run(outs.path(p), (
+                    (k, v) for k in part for v in groups[k])))
+        outs.add("pairs", sum(len(v) for v in groups.values()))
+        return
     parts: list[list[tuple[bytes, Any]]] = [[] for _ in range(outs.nparts)]
     for key, values in groups.items():
         for k, v in _combine(job, key, values):

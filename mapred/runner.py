@@ -536,6 +536,7 @@ class Runner:
         another thread; the attempt commits when that is done (``done`` posted)."""
         attempt = msg["attempt"]
         info = self.attempt_info[attempt]
+        info["maxrss"] = msg.get("maxrss")  # the worker's peak RSS so far, journaled
         t = self.transports[info["host"]]
         outputs = {int(p): list(v) for p, v in msg.get("outputs", {}).items()}
         done = {"ev": "done", "outputs": outputs, "counters": msg.get("counters", {})}
@@ -913,6 +914,7 @@ class Runner:
             records=int(c.get("records", 0)), keys=int(c.get("keys", c.get("keys_out", 0))),
             error=error, **({"outputs": outputs} if outputs is not None else {}),
             **({"sums": sums} if sums else {}), **({"detail": detail} if detail else {}),
+            **({"maxrss": info["maxrss"]} if info.get("maxrss") else {}),
             **attempt_times(info))
 
     def _local_text(self, host: str, text: str) -> str:

@@ -24,7 +24,8 @@ cache and exits: ``mapred hosts setup`` runs it so that the first run does not c
 
 Events: ``ready`` (with the job's ``warnings`` for the user) or ``init_failed`` (the job does not
 load, or broke its contract on the warm-up sample), ``progress``, ``fetched`` (a reduce's inputs
-from other hosts are in place: their bytes), ``done``, ``failed``, ``alive`` (heartbeat).
+from other hosts are in place: their bytes), ``done`` (with ``maxrss``: the worker's peak
+resident set size so far, bytes), ``failed``, ``alive`` (heartbeat).
 
 Watchdog: when stdin reaches end of file — the coordinator quit, died or its connection dropped —
 the worker removes what its task in flight wrote and exits at once, even in the middle of a task.
@@ -139,7 +140,8 @@ class Worker:
             self._report("failed", attempt=attempt, kind="system",
                          error=f"{type(e).__name__}: {e}", detail=None)
             return
-        self._report("done", attempt=attempt, seconds=time.monotonic() - started, **result)
+        self._report("done", attempt=attempt, seconds=time.monotonic() - started,
+                     maxrss=_maxrss(), **result)
 
     def _report(self, event: str, **fields: Any) -> None:
         """The task is over: from now on its files belong to the coordinator (the watchdog
@@ -185,6 +187,16 @@ class Worker:
             paths.remove(tmp)
         os.chmod(msg["out"], _OUTPUT_MODE)
         return {"outputs": {str(msg["partition"]): [msg["out"]]}, "counters": counters}
+
+
+def _maxrss() -> int | None:
+    """This worker's peak resident set size so far, in bytes (reported with each task)."""
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    except (ImportError, OSError):
+        return None
 
 
 def _check_job_hash(path: Path, expected: str | None) -> None:
