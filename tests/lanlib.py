@@ -24,8 +24,9 @@ Contract
 
 The client side lives in ``base_dir/client/`` (``id_ed25519``, ``known_hosts``) and
 ``base_dir/ssh_config``.  Hosts run Python from a venv made from Debian's ``/usr/bin/python3``
-at ``/opt/mapred-lan/venv`` (``Lan.python``), created once and cached; install mapred into it
-as a regular (non-editable) install: the repository is hidden from hosts.
+at ``/opt/mapred-lan/venv`` (``Lan.python``; ``$MAPRED_LAN_VENV`` if set), created once and
+cached; install mapred into it as a regular (non-editable) install: the repository is hidden
+from hosts.
 
 Every LAN is recorded in ``/run/mapred-lan/<prefix>.json`` before anything is created, so a LAN
 whose owning process died is torn down by the next ``Lan.up`` (or ``lanlib.py cleanup``).
@@ -57,6 +58,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -68,7 +70,9 @@ import sysdeps  # noqa: E402
 
 POOL = ipaddress.IPv4Network("198.18.0.0/15")
 REGISTRY = Path("/run/mapred-lan")
-VENV = Path("/opt/mapred-lan/venv")
+# the hosts' venv; MAPRED_LAN_VENV gives a session its own (one venv holds one mapred: two
+# sessions installing their trees into the same venv would test each other's code)
+VENV = Path(os.environ.get("MAPRED_LAN_VENV", "/opt/mapred-lan/venv"))
 WORKDIR = "/srv/mapred"
 SYSTEM_PYTHON = "/usr/bin/python3"
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -339,6 +343,8 @@ class Host:
     dir: Path = field(repr=False)
     sshd_pid: int | None = None
     _proc: subprocess.Popen | None = field(default=None, repr=False)
+    _flapping: threading.Event | None = field(default=None, repr=False)
+    _flapper: threading.Thread | None = field(default=None, repr=False)
 
     # ---- inspection
     def alive(self) -> bool:
@@ -398,6 +404,30 @@ class Host:
 
     def link_up(self) -> None:
         _run(["ip", "-n", self.netns, "link", "set", "eth0", "up"])
+
+    def flap(self, down: float, up: float) -> None:
+        """Take the link down for ``down`` seconds, up for ``up`` seconds, over and over (in a
+        thread) until flap_stop() or heal(); the first cut is at once."""
+        self.flap_stop()
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.is_set():
+                self.link_down()
+                stop.wait(down)
+                self.link_up()
+                stop.wait(up)
+
+        self._flapping, self._flapper = stop, threading.Thread(target=loop, daemon=True)
+        self._flapper.start()
+
+    def flap_stop(self) -> None:
+        """Stop flap(), leaving the link up."""
+        if self._flapping is not None and self._flapper is not None:
+            self._flapping.set()
+            self._flapper.join()
+            self._flapping = self._flapper = None
+            self.link_up()
 
     def netem(
         self,
@@ -475,6 +505,7 @@ class Host:
 
     def heal(self, timeout: float = 15) -> None:
         """Undo every injected failure: thaw, link up, no shaping, full disk back, sshd running."""
+        self.flap_stop()
         self.thaw()
         self.link_up()
         self.netem_clear()
@@ -938,6 +969,25 @@ class Lan:
         """Host.heal() on every host: after a test that injected failures."""
         for h in self.hosts:
             h.heal()
+
+    def unused_address(self, n: int = 0) -> str:
+        """An address in this LAN's subnet that no host has (the n-th from the top): ARP for it
+        goes unanswered, so connecting fails after a few seconds (no route to host)."""
+        address = str(self.subnet.broadcast_address - 1 - n)
+        assert all(h.address != address for h in self.hosts), address
+        return address
+
+    def blackhole(self, address: str) -> None:
+        """Make ``address`` (an unused one of this LAN) swallow packets: a permanent neighbour
+        entry with a MAC no host has, so SYNs go out on the bridge and nothing ever answers
+        (connecting times out, as with a host whose link is down). Gone with the bridge."""
+        assert ipaddress.ip_address(address) in self.subnet and address != self.gateway
+        assert all(h.address != address for h in self.hosts), address
+        _run(["ip", "neigh", "replace", address, "lladdr", "02:00:5e:00:53:01", "dev",
+              self.bridge, "nud", "permanent"])
+
+    def unblackhole(self, address: str) -> None:
+        _run(["ip", "neigh", "del", address, "dev", self.bridge], check=False)
 
     # ---- tear down
     def down(self) -> None:

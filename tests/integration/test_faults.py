@@ -608,3 +608,321 @@ def test_interrupt_stops_remote_work_and_leaves_nothing(
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
     assert wait_clean(healed, timeout=15) == {}
     assert run.summary()["status"] == "interrupted"
+
+
+# --------------------------------------------------------------------------- round two (issue 13)
+#
+# Already covered above: a frozen host (test_frozen_host_...), a slow host (test_slow_host_...),
+# a reducer host lost mid-reduce, a host lost after its maps, one host's disk full, corruption
+# (truncated map output, damaged cached shards); elsewhere: an unwritable workdir and a changed
+# host key (test_ssh_run.py), input changed while mapping (tests/test_cli.py).
+
+
+def one_line(err: str) -> str:
+    """The only line of ``err`` (a run's stderr under -q, or a cron job's mail)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def hosts_file(lan: Lan, path: Path, names: list[str] | None = None,
+               extra: str = "", **defaults: object) -> Path:
+    """A hosts file for some hosts of ``lan`` (all by default), plus raw TOML ``extra``."""
+    lan.write_hosts_toml(path, **defaults)
+    head, *tables = path.read_text().split("[[host]]")
+    keep = [t for t in tables if names is None or any(f'name = "{n}"' in t for n in names)]
+    path.write_text(head + "".join("[[host]]" + t for t in keep) + extra)
+    return path
+
+
+def test_flapping_host_is_excluded_and_the_output_is_exact(
+        hosts: Path, healed: Lan, job: Path, corpus: Path, clean: dict[str, object],
+        tmp_path: Path, env: dict[str, str]) -> None:
+    # its link goes down for 4 s and up for 3 s, over and over: never silent long enough to be
+    # lost (10 s), but after 3 dropouts the run stops using it
+    run = Run(hosts, job, corpus, tmp_path / "out", env, "-p", "delay=0.04")
+    evs = run.until_ok(2)
+    victim = next(e["host"] for e in ok(evs))
+    healed[victim].flap(down=4, up=3)
+    t_flap = time.time()
+    assert run.wait(240) == 0, run.stderr
+    healed[victim].flap_stop()
+    evs = run.events()
+    (lost,) = host_lost(evs)
+    assert lost["host"] == victim and "keeps dropping out" in lost["reason"], lost
+    assert "excluded" in lost["reason"] and lost["ts"] - t_flap < 40, (lost, t_flap)
+    assert_same(run, clean)
+    assert not any(e["host"] == victim for e in starts(evs) + starts(evs, "reduce")
+                   if e["ts"] > lost["ts"])
+    assert f"host {victim} keeps dropping out" in run.stderr, run.stderr
+    settle(healed, timeout=45)  # cut off at times, its agent may keep outputs for a resume
+    again = Run(hosts, job, corpus, tmp_path / "again", env, "-p", "delay=0")
+    assert again.wait() == 0, again.stderr  # ... which the next run removes
+    assert wait_clean(healed) == {}
+
+
+def test_a_flapping_last_host_is_kept(hosts: Path, healed: Lan, job: Path, corpus: Path,
+                                      clean: dict[str, object], tmp_path: Path,
+                                      env: dict[str, str]) -> None:
+    only = hosts_file(healed, tmp_path / "hosts.toml", ["h3"])
+    run = Run(only, job, corpus, tmp_path / "out", env, "-p", "delay=0.015", "--no-speculation")
+    run.until_ok(1)
+    # up long enough for TCP to catch up each time: with nowhere else to go, it has to work
+    healed["h3"].flap(down=3.5, up=5)
+    assert run.wait(240) == 0, run.stderr
+    healed["h3"].flap_stop()
+    assert "host h3 keeps dropping out" in run.stderr, run.stderr
+    assert "but it is the last usable host: the run carries on with it" in run.stderr
+    assert not host_lost(run.events())
+    assert_same(run, clean)
+    assert wait_clean(healed, timeout=45) == {}
+
+
+def test_every_disk_full_fails_with_one_line_and_leaves_nothing(
+        hosts: Path, healed: Lan, job: Path, corpus: Path, tmp_path: Path,
+        env: dict[str, str]) -> None:
+    fresh = make_corpus(tmp_path / "corpus", os.getpid() + 2)  # its shards must be sent
+    for h in healed.hosts:  # 1 MiB, 832 KiB taken: room for a few shards, then none
+        h.small_disk(1)
+        h.run("dd if=/dev/zero of=/srv/mapred/filler bs=64k count=13 2>/dev/null", check=True)
+    t0 = time.monotonic()
+    run = Run(hosts, job, fresh, tmp_path / "out", env, "-p", "delay=0", "-q")
+    assert run.wait(120) == 1, run.stderr
+    line = one_line(run.stderr)
+    assert line.startswith("mapred: error: map task m") and " failed 4 times: " in line, line
+    assert ("no space left on device on every host: h1, h2, h3 (workdir /srv/mapred)"
+            in line), line
+    assert time.monotonic() - t0 < 60
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+    fails = [e for e in run.events() if e["event"] == "task_end" and e["outcome"] == "failed"]
+    assert {e["host"] for e in fails} == {"h1", "h2", "h3"}, fails
+    assert wait_clean(healed) == {}
+    # full to the last byte: no host can even start the run there, the same line, at once
+    for h in healed.hosts:
+        h.run("dd if=/dev/zero of=/srv/mapred/filler2 bs=64k 2>/dev/null; true")
+    t0 = time.monotonic()
+    proc = mapred("run", job, fresh, "-o", tmp_path / "out", "--hosts", hosts, "-q", env=env,
+                  check=False, timeout=60)
+    assert proc.returncode == 1 and time.monotonic() - t0 < 20, proc.stderr
+    assert one_line(proc.stderr.decode()) == (
+        "mapred: error: no space left on device on every host: h1, h2, h3 (workdir "
+        "/srv/mapred); free space there, or set workdir in the hosts file to a larger disk")
+    assert not (tmp_path / "out").exists()
+    for h in healed.hosts:
+        h.small_disk_clear()
+    assert wait_clean(healed) == {}
+
+
+def test_a_missing_python_is_refused_before_anything_is_sent(
+        lan: Lan, lan_mapred: str, job: Path, corpus: Path, clean: dict[str, object],
+        tmp_path: Path, env: dict[str, str]) -> None:
+    workdir = f"{WORKDIR}/fresh-{uuid.uuid4().hex[:8]}"
+    broken = hosts_file(lan, tmp_path / "hosts.toml", ["h2", "h3"], extra=(
+        f'\n[[host]]\nname = "h1"\naddress = "{lan["h1"].address}"\n'
+        f'python = "/nonexistent/python3"\nworkdir = "{workdir}"\n'))
+    said = ("host h1: python /nonexistent/python3 cannot run there: No such file or directory "
+            "(the hosts file's 'python'; `mapred hosts setup` installs one and prints the line "
+            "to use)")
+    run = Run(broken, job, corpus, tmp_path / "out", env, "-p", "delay=0")
+    assert run.wait() == 0, run.stderr
+    assert_same(run, clean)
+    warned = [ln for ln in run.stderr.splitlines() if "h1" in ln]
+    assert warned == [f"mapred: warning: skipping {said}"], run.stderr
+    assert lan["h1"].run(["test", "-e", workdir]).returncode != 0  # nothing was sent there
+    proc = mapred("hosts", "check", "--hosts", broken, env=env, check=False)
+    out = proc.stdout.decode().splitlines()
+    assert proc.returncode == 1, out
+    (h1,) = [ln for ln in out if ln.startswith("h1 ")]
+    assert f"FAIL  {said}  " in h1, h1  # the same words as the run's
+    # no host with a python: exit 3 before anything is sent, one line naming each host
+    nowhere = hosts_file(lan, tmp_path / "none.toml", python="/nonexistent/python3",
+                         workdir=workdir)
+    t0 = time.monotonic()
+    proc = mapred("run", job, corpus, "-o", tmp_path / "out2", "--hosts", nowhere, "-q", env=env,
+                  check=False, timeout=60)
+    line = one_line(proc.stderr.decode())
+    assert proc.returncode == 3 and time.monotonic() - t0 < 15, line
+    for h in ("h1", "h2", "h3"):
+        assert f"host {h}: python /nonexistent/python3 cannot run there" in line, line
+    for h in lan.hosts:
+        assert h.run(["test", "-e", workdir]).returncode != 0
+    assert wait_clean(lan) == {}
+
+
+def test_an_unreachable_address_is_a_clear_error_within_15s_and_the_others_carry_on(
+        lan: Lan, lan_mapred: str, job: Path, corpus: Path, clean: dict[str, object],
+        tmp_path: Path, env: dict[str, str]) -> None:
+    silent, unrouted = lan.unused_address(0), lan.unused_address(1)
+    lan.blackhole(silent)  # packets to it vanish: only the connect timeout ends the wait
+    try:
+        mixed = hosts_file(lan, tmp_path / "hosts.toml", extra=(
+            f'\n[[host]]\nname = "h8"\naddress = "{unrouted}"\n'
+            f'\n[[host]]\nname = "h9"\naddress = "{silent}"\nconnect_timeout = 4\n'))
+        t0 = time.time()
+        run = Run(mixed, job, corpus, tmp_path / "out", env, "-p", "delay=0",
+                  "--log-format", "json")
+        assert run.wait() == 0, run.stderr
+        assert_same(run, clean)
+        logged = [json.loads(ln) for ln in run.stderr.splitlines()]
+        skipped = {d["msg"].split()[2]: d for d in logged if d["msg"].startswith("skipping ")}
+        assert set(skipped) == {"h8", "h9"}, logged
+        assert skipped["h8"]["msg"] == (
+            f"skipping host h8 (root@{unrouted}:22): cannot connect: No route to host (nothing "
+            "answers at that address: is it right, and is the host up?)")
+        assert skipped["h9"]["msg"] == (
+            f"skipping host h9 (root@{silent}:22): cannot connect: nothing answered within 4s "
+            "(connect_timeout)")
+        assert skipped["h9"]["ts"] - t0 < 4 + 5 and skipped["h8"]["ts"] - t0 < 15, skipped
+        proc = mapred("hosts", "check", "--hosts", mixed, env=env, check=False, timeout=60)
+        out = proc.stdout.decode()
+        assert proc.returncode == 1 and out.count("FAIL") == 2, out
+        assert "nothing answered within 4s" in out and "No route to host" in out, out
+        # the only host, nothing answering, the default connect timeout: exit 3 within 15 s
+        alone = hosts_file(lan, tmp_path / "alone.toml", [], extra=(
+            f'\n[[host]]\nname = "h9"\naddress = "{silent}"\n'))
+        t0 = time.time()
+        proc = mapred("run", job, corpus, "-o", tmp_path / "out2", "--hosts", alone, "-q",
+                      env=env, check=False, timeout=60)
+        assert proc.returncode == 3 and time.time() - t0 < 15, proc.stderr
+        assert one_line(proc.stderr.decode()) == (
+            f"mapred: error: no usable host: host h9 (root@{silent}:22): cannot connect: "
+            "nothing answered within 10s (connect_timeout)")
+        assert not (tmp_path / "out2").exists()
+    finally:
+        lan.unblackhole(silent)
+
+
+@pytest.fixture
+def locked_key(lan: Lan, tmp_path: Path) -> Iterator[Path]:
+    """A passphrase-protected key every host of ``lan`` accepts (removed after the test)."""
+    key = tmp_path / "locked_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "correct horse", "-C", "locked",
+                    "-f", key], check=True)
+    pub = key.with_name(key.name + ".pub").read_text()
+    files = [h.dir / "root/.ssh/authorized_keys" for h in lan.hosts]
+    saved = [f.read_text() for f in files]
+    for f, text in zip(files, saved, strict=True):
+        f.write_text(text + pub)
+    try:
+        yield key
+    finally:
+        for f, text in zip(files, saved, strict=True):
+            f.write_text(text)
+
+
+def cron(argv: list[object], env: dict[str, str], timeout: float = 30,
+         ) -> tuple[subprocess.CompletedProcess, float]:
+    """``argv`` as cron runs it: its own session (no controlling terminal), stdin /dev/null,
+    no agent, no askpass; (the process, seconds it took)."""
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("SSH_AUTH_SOCK", "SSH_AGENT_PID", "SSH_ASKPASS", "DISPLAY",
+                          "SSH_ASKPASS_REQUIRE")}
+    t0 = time.monotonic()
+    proc = subprocess.run(["setsid", "-w", *map(str, argv)], cwd=ROOT, env={**clean, **env},
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    return proc, time.monotonic() - t0
+
+
+def test_a_passphrase_key_without_agent_under_cron_never_prompts(
+        lan: Lan, lan_mapred: str, locked_key: Path, job: Path, corpus: Path,
+        clean: dict[str, object], tmp_path: Path, env: dict[str, str]) -> None:
+    hosts = lan.write_hosts_toml(tmp_path / "hosts.toml", identity=str(locked_key))
+    said = (f"the key {locked_key} is passphrase-protected and no ssh-agent holds it "
+            "(SSH_AUTH_SOCK is not set); mapred never asks for a passphrase: add it to an agent "
+            f"(ssh-add {locked_key}) or use a key without one")
+    mapred_cli = [sys.executable, "-m", "mapred.cli"]
+    proc, took = cron([*mapred_cli, "run", job, corpus, "-o", tmp_path / "out", "--hosts",
+                       hosts], env)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and took < 10, (took, err)
+    assert one_line(err) == f"mapred: error: hosts h1, h2, h3: {said}"
+    assert not (tmp_path / "out").exists()
+    proc, took = cron([*mapred_cli, "hosts", "check", "--hosts", hosts], env)
+    out = proc.stdout.decode().splitlines()
+    assert proc.returncode == 3 and took < 10, out
+    assert all(f"FAIL  host {h.name}: {said}" in ln for h, ln in zip(lan.hosts, out,
+                                                                  strict=True)), out
+    # the other SSH path, OpenSSH (rsync, the control master): the same options fail the same
+    from mapred.hosts import load_hosts, resolve_ssh, rsync_rsh
+
+    target = resolve_ssh(load_hosts(hosts).hosts[0])
+    proc, took = cron(["rsync", "-e", rsync_rsh(target), "--list-only",
+                       f"{target.hostname}:/srv/"], env)
+    err = proc.stderr.decode()
+    assert proc.returncode != 0 and took < 10, (took, err)
+    assert "Permission denied (publickey)" in err and "passphrase" not in err.lower(), err
+    # with an agent that holds the key, both paths use it: the run works, still unattended
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL)
+    try:
+        askpass = tmp_path / "askpass"
+        askpass.write_text("#!/bin/sh\necho 'correct horse'\n")
+        askpass.chmod(0o700)
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        subprocess.run(["ssh-add", "-q", locked_key], check=True, stdin=subprocess.DEVNULL,
+                       env={**os.environ, "SSH_AUTH_SOCK": str(sock), "SSH_ASKPASS": str(askpass),
+                            "SSH_ASKPASS_REQUIRE": "force"}, timeout=20, start_new_session=True)
+        proc, took = cron([*mapred_cli, "run", job, corpus, "-o", tmp_path / "out", "--hosts",
+                           hosts, "--shard-size", SHARD, "--reducers", REDUCERS, "-p",
+                           "delay=0", "-q"], {**env, "SSH_AUTH_SOCK": str(sock)}, timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        assert parts(tmp_path / "out") == clean["parts"]  # part files came back over rsync
+    finally:
+        agent.terminate()
+        agent.wait()
+    assert wait_clean(lan) == {}
+
+
+HOT_JOB = '''\
+# one key in 30% of the records; its values are the rest of the line (no combiner)
+def mapper(line):
+    key, _, rest = line.partition(b" ")
+    yield key, rest
+
+
+def reducer(key, values):
+    n = total = 0
+    for v in values:
+        n += 1
+        total += len(v)
+    yield key, (n, total)
+'''
+WORKER_FOOTPRINT = 160 << 20  # README "Memory": a worker's own peak RSS beyond its budget
+
+
+def test_a_hot_key_under_a_memory_cap_stays_within_it(
+        lan: Lan, lan_mapred: str, tmp_path: Path, env: dict[str, str]) -> None:
+    rng = random.Random(os.getpid())
+    payloads = ["".join(rng.choices("abcdefghij klmnopqrstuvwxyz", k=250)) for _ in range(997)]
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    lines, want = [], {}
+    for _ in range(300_000):  # ~77 MB; the hot key in 30% of the lines
+        key = "HOT" if rng.random() < 0.3 else f"k{rng.randrange(50_000):05d}"
+        rest = payloads[rng.randrange(len(payloads))]
+        lines.append(f"{key} {rest}\n")
+        n, total = want.get(key, (0, 0))
+        want[key] = (n + 1, total + len(rest))
+    (corpus / "skewed.txt").write_text("".join(lines))
+    job = tmp_path / "hotkey.py"
+    job.write_text(HOT_JOB)
+    hosts = lan.write_hosts_toml(tmp_path / "hosts.toml", memory="64M")
+    for h in lan.hosts:  # compiling numba's kernels peaks once at ~400 MiB: not this test's
+        h.run([lan.python, "-m", "mapred.worker", "--warm"], check=True, timeout=300)
+    # shards as large as they get (64 MiB): the first holds ~2.5x its worker's share of the cap
+    # in values (uncapped, that worker peaks at ~230 MiB; capped, ~180)
+    run = Run(hosts, job, corpus, tmp_path / "out", env, "--shard-size", "64M", "--reducers", "3")
+    assert run.wait(300) == 0, run.stderr
+    got = sorted(b"".join(parts(tmp_path / "out").values()).splitlines())
+    assert got == sorted(f"{k}\t{n}\t{t}".encode() for k, (n, t) in want.items())
+    summary = run.summary()
+    assert summary["counters"]["spills"] > summary["counters"]["map_tasks"]  # the cap worked
+    cap = (64 << 20) // 2  # per worker: the host's memory over its 2 cores
+    peaks = {(e["host"], e["slot"]): e["maxrss"] for e in run.events()
+             if e["event"] == "task_end" and e["outcome"] == "ok"}
+    assert peaks and all(p <= cap + WORKER_FOOTPRINT for p in peaks.values()), \
+        {k: p >> 20 for k, p in peaks.items()}
+    assert wait_clean(lan) == {}

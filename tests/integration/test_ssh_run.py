@@ -228,10 +228,20 @@ def test_changed_host_key_is_refused(lan: Lan, lan_mapred: str, awkward_corpus: 
     hosts = lan.write_hosts_toml(tmp_path / "hosts.toml", known_hosts=str(wrong))
     doc = hosts.read_text().split("[[host]]")
     hosts.write_text(doc[0] + "[[host]]" + doc[1])  # h1 only
-    proc = mapred("run", "wordcount", awkward_corpus, "-o", tmp_path / "out", "--hosts", hosts,
-                  env=env, check=False)
-    err = proc.stderr.decode()
-    assert proc.returncode == 2 and "CHANGED" in err and "SHA256:" in err, err
+    def fp(h: Any) -> str:
+        key = h.dir / "etc-ssh" / "ssh_host_ed25519_key.pub"
+        return subprocess.run(["ssh-keygen", "-lf", key], capture_output=True, text=True,
+                              check=True).stdout.split()[1]
+
+    for accept in ([], ["--accept-new-host-keys"]):  # a changed key is never accepted
+        proc = mapred("run", "wordcount", awkward_corpus, "-o", tmp_path / "out", "--hosts",
+                      hosts, *accept, env=env, check=False)
+        err = proc.stderr.decode()
+        assert proc.returncode == 2 and "host key CHANGED" in err, err
+        assert f"it presents ssh-ed25519 key {fp(h1)}, known_hosts has {fp(h2)}" in err, err
+        assert f"remove the old key with ssh-keygen -f {wrong} -R {h1.address})" in err, err
+        assert not (tmp_path / "out").exists()
+        assert wrong.read_text() == h1.address + h2_key[len(h2.address):] + "\n"
 
 
 def test_accept_new_host_keys_records_the_key(lan: Lan, lan_mapred: str, tmp_path: Path,
