@@ -38,6 +38,7 @@ from types import ModuleType
 from typing import Any
 
 from mapred.errors import JobLoadError, UsageError
+from mapred.words import plural
 
 AGGREGATES = ("sum", "min", "max")
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "jobs"
@@ -239,7 +240,7 @@ def _check_signatures(job: Job) -> None:
     """Each function of the job must accept the arguments the engine passes it."""
     if job.tier == "numba":
         extra = len(job.extra)
-        more = f" plus the {extra} value(s) init(params) returned" if extra else ""
+        more = f" plus the {plural(extra, 'value')} init(params) returned" if extra else ""
         _check_call(job, "scan", job.scan, 5 + extra, f"(buf, pos, starts, ends, values){more}")
         return
     _check_call(job, "mapper", job.mapper, 2 if job.mapper_takes_ctx else 1,

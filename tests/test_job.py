@@ -151,7 +151,7 @@ def test_a_job_without_init_takes_no_parameters(tmp_path):
     ("from numba import njit\nAGGREGATE = 'sum'\ndef init(params):\n    return (1,)\n"
      "@njit\ndef scan(buf, pos, starts, ends, values):\n    return 0, len(buf)\n",
      r"j.py:6: scan\(buf, pos, starts, ends, values\) cannot be called as scan\(buf, pos, "
-     r"starts, ends, values\) plus the 1 value\(s\) init\(params\) returned"),
+     r"starts, ends, values\) plus the 1 value init\(params\) returned"),
     ("def init():\n    pass\n" + PLAIN, r"j.py:1: init\(\) cannot be called as init\(params\)"),
     ("def mapper(line):\n    yield line, 1\ndef reducer(key):\n    yield key, 1\n",
      r"j.py:3: reducer\(key\) cannot be called as reducer\(key, values\)"),
