@@ -639,8 +639,9 @@ def test_flapping_host_is_excluded_and_the_output_is_exact(
         hosts: Path, healed: Lan, job: Path, corpus: Path, clean: dict[str, object],
         tmp_path: Path, env: dict[str, str]) -> None:
     # its link goes down for 4 s and up for 3 s, over and over: never silent long enough to be
-    # lost (10 s), but after 3 dropouts the run stops using it
-    run = Run(hosts, job, corpus, tmp_path / "out", env, "-p", "delay=0.04")
+    # lost (10 s), but after 3 dropouts (~20 s) the run stops using it. The clean run takes
+    # ~55 s here (delay 0.06 s a record): at 0.04 s a fast run could end before the third one
+    run = Run(hosts, job, corpus, tmp_path / "out", env, "-p", "delay=0.06")
     evs = run.until_ok(2)
     victim = next(e["host"] for e in ok(evs))
     healed[victim].flap(down=4, up=3)
@@ -648,6 +649,7 @@ def test_flapping_host_is_excluded_and_the_output_is_exact(
     assert run.wait(240) == 0, run.stderr
     healed[victim].flap_stop()
     evs = run.events()
+    assert len(host_lost(evs)) == 1, (time.time() - t_flap, host_lost(evs), run.stderr[-3000:])
     (lost,) = host_lost(evs)
     assert lost["host"] == victim and "keeps dropping out" in lost["reason"], lost
     assert "excluded" in lost["reason"] and lost["ts"] - t_flap < 40, (lost, t_flap)
