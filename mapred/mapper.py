@@ -22,6 +22,7 @@ from typing import Any
 from mapred import paths
 from mapred.job import USER_COUNTER, Job, MapContext, def_line
 from mapred.partition import partition_of, to_key, write_plain_run
+from mapred.wire import Piece
 
 BATCH = 16384  # pairs per scan() call: the span arrays stay in L2
 GZIP_PIECE = 64 << 20  # decompressed bytes per numba buffer for gzip input
@@ -97,25 +98,7 @@ def _yield_line(out: Any, fn: str, job: Job) -> int:
     return line or def_line(getattr(job, fn))
 
 
-@dataclass(frozen=True)
-class PieceSpec:
-    path: str  # file to read on this host
-    rel: str  # corpus-relative name, shown to users and jobs
-    start: int
-    end: int
-    gzip: bool
-    origin: int | None = None  # where ``start`` is in the corpus file (None: at ``start``;
-    # a shard shipped to an SSH host is a file of its own, its pieces start elsewhere there)
-    size: int | None = None  # the file's size and mtime when the run planned it: read in place
-    mtime_ns: int | None = None  # (local runs), it must still have them (None: not checked)
-
-    @property
-    def first(self) -> int:
-        """Offset of the piece's first byte in the corpus file."""
-        return self.start if self.origin is None else self.origin
-
-    def describe(self) -> str:
-        return f"{self.rel} bytes {self.first}-{self.first + self.end - self.start}"
+PieceSpec = Piece  # a piece as the worker reads it: the wire's own shape
 
 
 class InputChanged(OSError):

@@ -106,6 +106,6 @@ def shard_pieces(shard: Shard, remote_file: str) -> list[dict[str, Any]]:
     out, offset = [], 0
     for p in shard.pieces:
         out.append({"path": remote_file, "rel": p.file.rel, "start": offset,
-                    "end": offset + p.size, "gzip": p.file.gzip, "offset": p.start})
+                    "end": offset + p.size, "gzip": p.file.gzip, "origin": p.start})
         offset += p.size
     return out

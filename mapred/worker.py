@@ -1,31 +1,19 @@
 """``python -m mapred.worker``: the process that runs tasks on a host, one task at a time.
 
-The coordinator starts one worker per core it uses on a host and talks to it with JSON lines:
-requests on the original stdin, events on the original stdout. User code cannot touch either:
-file descriptor 1 is made a copy of stderr (the worker's log: print() lands there, line by line),
-0 reads /dev/null. Requests:
-
-    {"op": "init", "job": PATH, "params": {...}, "reducers": R, "seed": S, "scratch": DIR,
-     "slots": WORKERS_ON_THIS_HOST, "memory": BYTES_PER_WORKER or null,
-     "enter_scratch": BOOL (SSH hosts: work in DIR; locally paths may be relative to the cwd),
-     "job_sha256": HEX (the job module must have it, else init fails),
-     "sample": {"rel", "offset", "data"} or null (the corpus's first records: warmup.py)}
-    {"op": "map", "task", "attempt", "pieces": [{"path", "rel", "start", "end", "gzip",
-     "offset" (where start is in the corpus file, when "path" is a shipped copy),
-     "size", "mtime_ns" (a file read in place: what it must still be, else the attempt fails)}]}
-    {"op": "reduce", "task", "attempt", "partition", "inputs": [PATH...], "out": PATH}
-        (an input may also be {"url": "rsync://...", "host": NAME}: fetched first, see fetch.py)
-    {"op": "drop", "paths": [PATH...]}          remove files/dirs of discarded attempts
-    {"op": "preload"}                           import numba and load the engine kernels now
-    {"op": "quit"}
+The coordinator starts one worker per core it uses on a host and talks to it with JSON lines
+(the messages of ``wire.py``): requests on the original stdin, events on the original stdout.
+User code cannot touch either: file descriptor 1 is made a copy of stderr (the worker's log:
+print() lands there, line by line), 0 reads /dev/null. Requests: ``Init``, ``MapRequest``,
+``ReduceRequest`` (an input may be an rsync URL of another host: fetched first, see fetch.py),
+``Preload`` (import numba and load the engine kernels now), ``Quit``.
 
 ``python -m mapred.worker --warm`` only compiles (or loads) the engine kernels into this host's
 cache and exits: ``mapred hosts setup`` runs it so that the first run does not compile.
 
-Events: ``ready`` (with the job's ``warnings`` for the user) or ``init_failed`` (the job does not
-load, or broke its contract on the warm-up sample), ``progress``, ``fetched`` (a reduce's inputs
-from other hosts are in place: their bytes), ``done`` (with ``maxrss``: the worker's peak
-resident set size so far, bytes), ``failed``, ``alive`` (heartbeat).
+Events: ``Ready`` (with the job's warnings for the user) or ``InitFailed`` (the job does not
+load, or broke its contract on the warm-up sample), ``Progress``, ``Fetched`` (a reduce's inputs
+from other hosts are in place), ``Done`` (with the worker's peak RSS so far), ``Failed``,
+``Alive`` (heartbeat).
 
 Watchdog: when stdin reaches end of file — the coordinator quit, died or its connection dropped —
 the worker removes what its task in flight wrote and exits at once, even in the middle of a task.
@@ -36,19 +24,19 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import os
 import queue
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from mapred import paths
+from mapred import paths, wire
 
 HEARTBEAT_SECONDS = 2.0
+TaskResult = tuple[dict[str, list[str]], dict[str, int]]  # a task's outputs and counters
 PROGRESS_SECONDS = 0.25
 
 
@@ -59,8 +47,8 @@ class Channel:
         self._stream = stream
         self._lock = threading.Lock()
 
-    def send(self, event: str, **fields: Any) -> None:
-        line = json.dumps({"ev": event, **fields}) + "\n"
+    def send(self, msg: wire.Message) -> None:
+        line = wire.encode(msg).decode()
         with self._lock:
             try:
                 self._stream.write(line)
@@ -77,116 +65,100 @@ class Worker:
         self.reducers = 1
         self.seed = 0
         self.budget = 0
-        self.current: dict[str, Any] | None = None  # the last task request received
+        self.current: wire.MapRequest | wire.ReduceRequest | None = None  # the task in flight
 
     # --- requests ---------------------------------------------------------------------------
 
-    def handle(self, msg: dict[str, Any]) -> bool:
-        """Serve one request; return False to stop."""
-        op = msg.get("op")
-        if op == "init":
+    def handle(self, msg: wire.Message | None) -> bool:
+        """Serve one request (None: of a kind this worker does not know); False: stop."""
+        if isinstance(msg, wire.Init):
             self._init(msg)
-        elif op == "map":
-            self._task(msg, self._map)
-        elif op == "reduce":
-            self._task(msg, self._reduce)
-        elif op == "drop":
-            for p in msg.get("paths", []):
-                paths.remove(Path(p))
-        elif op == "preload":  # sent by SSH transports: warm up while the coordinator plans
+        elif isinstance(msg, wire.MapRequest):
+            self._task(msg.attempt, lambda: self._map(msg))
+        elif isinstance(msg, wire.ReduceRequest):
+            self._task(msg.attempt, lambda: self._reduce(msg))
+        elif isinstance(msg, wire.Preload):  # SSH transports: warm up while the coordinator plans
             try:
                 _warm_up(None)
             except Exception:  # noqa: BLE001,S110 - best effort; init reports real problems
                 pass
-        elif op == "quit":
-            return False
-        return True
+        return not isinstance(msg, wire.Quit)
 
-    def _init(self, msg: dict[str, Any]) -> None:
+    def _init(self, msg: wire.Init) -> None:
         from mapred import job as jobmod
         from mapred.errors import MapredError
 
-        self.scratch = Path(msg["scratch"])
-        if msg.get("enter_scratch"):  # an SSH host: relative writes of user code land in scratch
+        self.scratch = Path(msg.scratch)
+        if msg.enter_scratch:  # an SSH host: relative writes of user code land in scratch
             os.chdir(self.scratch)
-        self.reducers = int(msg["reducers"])
-        self.seed = int(msg["seed"])
-        self.budget = int(msg.get("memory") or _default_budget(int(msg.get("slots", 1))))
+        self.reducers, self.seed = int(msg.reducers), int(msg.seed)
+        self.budget = int(msg.memory or _default_budget(int(msg.slots)))
         try:
-            _check_job_hash(Path(msg["job"]), msg.get("job_sha256"))
-            for rel, digest in msg.get("job_helpers", {}).items():  # modules it imports
-                _check_job_hash(Path(msg["job"]).parent / rel, digest)
-            self.job = jobmod.load(Path(msg["job"]), dict(msg.get("params", {})))
-            _warm_up_job(self.scratch, self.job, msg.get("sample"))
+            _check_job_hash(Path(msg.job), msg.job_sha256)
+            for rel, digest in msg.job_helpers.items():  # modules it imports
+                _check_job_hash(Path(msg.job).parent / rel, digest)
+            self.job = jobmod.load(Path(msg.job), dict(msg.params))
+            _warm_up_job(self.scratch, self.job, msg.sample)
         except MapredError as e:
-            self.channel.send("init_failed", error=e.message, detail=e.detail)
+            self.channel.send(wire.InitFailed(e.message, e.detail))
             return
         gc.freeze()  # what the imports made lives as long as the worker: never scan it again
         gc.enable()
-        self.channel.send("ready", pid=os.getpid(), tier=self.job.tier,
-                          warnings=self.job.warnings)
+        self.channel.send(wire.Ready(os.getpid(), self.job.tier, list(self.job.warnings)))
 
-    def _task(self, msg: dict[str, Any], fn: Any) -> None:
+    def _task(self, attempt: str, fn: Callable[[], TaskResult]) -> None:
         from mapred.mapper import UserCodeError
 
-        attempt = msg["attempt"]
         started = time.monotonic()
         try:
-            result = fn(msg)
+            outputs, counters = fn()
         except UserCodeError as e:
-            self._report("failed", attempt=attempt, kind="user", error=str(e), detail=e.detail)
+            self._report(wire.Failed(attempt, str(e), e.detail))
             return
         except Exception as e:  # noqa: BLE001 - reported to the coordinator, which decides
-            self._report("failed", attempt=attempt, kind="system",
-                         error=f"{type(e).__name__}: {e}", detail=None)
+            self._report(wire.Failed(attempt, f"{type(e).__name__}: {e}"))
             return
-        self._report("done", attempt=attempt, seconds=time.monotonic() - started,
-                     maxrss=_maxrss(), **result)
+        self._report(wire.Done(attempt, time.monotonic() - started, outputs, counters, _maxrss()))
 
-    def _report(self, event: str, **fields: Any) -> None:
+    def _report(self, msg: wire.Message) -> None:
         """The task is over: from now on its files belong to the coordinator (the watchdog
         must not remove a committed output), so forget it before telling anyone."""
         self.current = None
-        self.channel.send(event, **fields)
+        self.channel.send(msg)
 
-    def _map(self, msg: dict[str, Any]) -> dict[str, Any]:
-        from mapred import paths
-        from mapred.mapper import MapSpec, PieceSpec, run_map
+    def _map(self, msg: wire.MapRequest) -> TaskResult:
+        from mapred.mapper import MapSpec, run_map
 
         assert self.scratch is not None
-        pieces = tuple(PieceSpec(p["path"], p["rel"], int(p["start"]), int(p["end"]),
-                                 bool(p["gzip"]), p.get("offset"), p.get("size"),
-                                 p.get("mtime_ns")) for p in msg["pieces"])
-        spec = MapSpec(msg["task"], msg["attempt"], pieces)
+        spec = MapSpec(msg.task, msg.attempt, tuple(msg.pieces))
         out_dir = paths.map_attempt_dir(self.scratch, spec.attempt)
         progress = _Progress(self.channel, spec.attempt)
         result = run_map(self.job, spec, out_dir, self.reducers, self.seed, progress, self.budget)
         progress.flush()  # the bytes since the last message: the bar must reach the end
-        outputs = {str(p): runs for p, runs in result.outputs.items()}
-        return {"outputs": outputs, "counters": result.counters}
+        return {str(p): runs for p, runs in result.outputs.items()}, result.counters
 
-    def _reduce(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def _reduce(self, msg: wire.ReduceRequest) -> TaskResult:
         from mapred.reducer import run_reduce
 
         assert self.scratch is not None
-        tmp = self.scratch / "reduce" / msg["attempt"]
+        tmp = self.scratch / "reduce" / msg.attempt
         try:
-            inputs = list(msg["inputs"])
+            inputs = list(msg.inputs)
             if not all(isinstance(i, str) for i in inputs):  # remote map outputs: fetch them
                 from mapred.fetch import localize
 
                 fetched = localize(inputs, tmp / "in", self.scratch)
                 sent = [p for i, p in zip(inputs, fetched, strict=True)
                         if isinstance(i, dict) and "url" in i]
-                if sent:  # event "fetched": the journal shows the fetch on the timeline
-                    self.channel.send("fetched", attempt=msg["attempt"],
-                                      bytes=sum(os.path.getsize(p) for p in sent))
+                if sent:  # the journal shows the fetch on the timeline
+                    self.channel.send(wire.Fetched(msg.attempt,
+                                                   sum(os.path.getsize(p) for p in sent)))
                 inputs = fetched
-            counters = run_reduce(self.job, inputs, Path(msg["out"]), tmp)
+            counters = run_reduce(self.job, inputs, Path(msg.out), tmp)
         finally:
             paths.remove(tmp)
-        os.chmod(msg["out"], _OUTPUT_MODE)
-        return {"outputs": {str(msg["partition"]): [msg["out"]]}, "counters": counters}
+        os.chmod(msg.out, _OUTPUT_MODE)
+        return {str(msg.partition): [msg.out]}, counters
 
 
 def _maxrss() -> int | None:
@@ -236,7 +208,7 @@ class _Progress:
 
     def flush(self) -> None:
         if self.pending:
-            self.channel.send("progress", attempt=self.attempt, bytes=self.pending)
+            self.channel.send(wire.Progress(self.attempt, self.pending))
             self.pending = 0
 
 
@@ -307,7 +279,7 @@ def _default_budget(slots: int) -> int:
     return max(64 << 20, min(1 << 30, total // 8 // max(1, slots)))
 
 
-def _read_requests(requests: queue.Queue[dict[str, Any] | None], worker: Worker,
+def _read_requests(requests: queue.Queue[wire.Message | None], worker: Worker,
                    stream: BinaryIO) -> None:
     """Feed requests to the main thread; on end of input, clean up and exit at once.
 
@@ -316,8 +288,8 @@ def _read_requests(requests: queue.Queue[dict[str, Any] | None], worker: Worker,
     """
     for line in stream:
         if line.strip():
-            msg = json.loads(line)
-            if msg.get("op") in ("map", "reduce"):
+            msg = wire.decode(line)
+            if isinstance(msg, (wire.MapRequest, wire.ReduceRequest)):
                 worker.current = msg
             requests.put(msg)
     _remove_in_flight(worker)
@@ -328,17 +300,17 @@ def _remove_in_flight(worker: Worker) -> None:
     msg = worker.current
     if msg is None or worker.scratch is None:
         return
-    if msg["op"] == "map":
-        paths.remove(paths.map_attempt_dir(worker.scratch, msg["attempt"]))
+    if isinstance(msg, wire.MapRequest):
+        paths.remove(paths.map_attempt_dir(worker.scratch, msg.attempt))
     else:
-        paths.remove(worker.scratch / "reduce" / msg["attempt"])
-        paths.remove(Path(msg["out"]))
+        paths.remove(worker.scratch / "reduce" / msg.attempt)
+        paths.remove(Path(msg.out))
 
 
 def _heartbeat(channel: Channel) -> None:
     while True:
         time.sleep(HEARTBEAT_SECONDS)
-        channel.send("alive")
+        channel.send(wire.Alive())
 
 
 def _setup_environment() -> None:
@@ -393,14 +365,12 @@ def main() -> None:
     proto_in, proto = _protocol_streams()
     channel = Channel(proto)
     worker = Worker(channel)
-    requests: queue.Queue[dict[str, Any] | None] = queue.Queue()
+    requests: queue.Queue[wire.Message | None] = queue.Queue()
     threading.Thread(target=_read_requests, args=(requests, worker, proto_in),
                      daemon=True).start()
     threading.Thread(target=_heartbeat, args=(channel,), daemon=True).start()
-    while True:
-        msg = requests.get()
-        if msg is None or not worker.handle(msg):
-            break
+    while worker.handle(requests.get()):
+        pass
     proto.flush()
     _exit()
 

@@ -139,7 +139,7 @@ def test_shard_digest_staging_and_pieces(corpus: Path, tmp_path: Path) -> None:
         assert [(p["start"], p["end"]) for p in pieces] == \
             [(sum(q.size for q in shard.pieces[:i]), sum(q.size for q in shard.pieces[:i + 1]))
              for i in range(len(shard.pieces))]
-        assert [p["offset"] for p in pieces] == [q.start for q in shard.pieces]
+        assert [p["origin"] for p in pieces] == [q.start for q in shard.pieces]
         assert {p["path"] for p in pieces} == {f"/w/cache/{digest}"}
         assert b"".join(data[p["start"]:p["end"]] for p in pieces) == data
         if temporary:
