@@ -55,8 +55,39 @@ def reduce_tmp_name(partition: int, attempt: str) -> str:
     return f".{part_name(partition)}.{attempt}.tmp"
 
 
+def map_root(scratch: Path) -> Path:
+    """Every map output of a run on a host (what its shuffle daemon serves)."""
+    return scratch / "map"
+
+
 def map_attempt_dir(scratch: Path, attempt: str) -> Path:
-    return scratch / "map" / attempt
+    return map_root(scratch) / attempt
+
+
+def reduce_work_dir(scratch: Path, attempt: str) -> Path:
+    """A reduce attempt's temporary files (fetched inputs, merge passes)."""
+    return scratch / "reduce" / attempt
+
+
+# --- a host's workdir ---------------------------------------------------------------------
+
+def host_runs(workdir: Path) -> Path:
+    return workdir / "runs"
+
+
+def host_scratch(workdir: Path, token: str) -> Path:
+    """One run's private scratch on a host."""
+    return host_runs(workdir) / token
+
+
+def host_cache(workdir: Path) -> Path:
+    """Shards by content hash, reused by later runs."""
+    return workdir / "cache"
+
+
+def host_jobs(workdir: Path) -> Path:
+    """Shipped job directories, by digest."""
+    return workdir / "jobs"
 
 
 def map_run_file(attempt_dir: Path, partition: int, seq: int) -> Path:

@@ -141,7 +141,7 @@ class Worker:
         from mapred.reducer import run_reduce
 
         assert self.scratch is not None
-        tmp = self.scratch / "reduce" / msg.attempt
+        tmp = paths.reduce_work_dir(self.scratch, msg.attempt)
         try:
             inputs = list(msg.inputs)
             if not all(isinstance(i, str) for i in inputs):  # remote map outputs: fetch them
@@ -303,7 +303,7 @@ def _remove_in_flight(worker: Worker) -> None:
     if isinstance(msg, wire.MapRequest):
         paths.remove(paths.map_attempt_dir(worker.scratch, msg.attempt))
     else:
-        paths.remove(worker.scratch / "reduce" / msg.attempt)
+        paths.remove(paths.reduce_work_dir(worker.scratch, msg.attempt))
         paths.remove(Path(msg.out))
 
 
