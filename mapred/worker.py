@@ -34,10 +34,9 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from mapred import paths, wire
+from mapred.limits import HEARTBEAT_SECONDS, PROGRESS_SECONDS
 
-HEARTBEAT_SECONDS = 2.0
 TaskResult = tuple[dict[str, list[str]], dict[str, int]]  # a task's outputs and counters
-PROGRESS_SECONDS = 0.25
 
 
 class Channel:
