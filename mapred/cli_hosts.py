@@ -36,11 +36,10 @@ from typing import Annotated, Any
 import typer
 
 from mapred import __version__
+from mapred.limits import CHECK_TIMEOUT, SETUP_TIMEOUT
 from mapred.words import plural
 
 RUNTIME_DEPS = ("numpy", "numba", "mmh3")  # what workers import (llvmlite comes with numba)
-CHECK_TIMEOUT = 60.0  # seconds for the probe (a cold numba import is slow)
-SETUP_TIMEOUT = 900.0  # seconds for venv creation and pip install on a host
 LOW_DISK = 1 << 30
 
 EXIT_OK, EXIT_SOME_FAIL, EXIT_NONE_USABLE = 0, 1, 3
