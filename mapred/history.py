@@ -20,214 +20,47 @@ several, and when ``STATE/runs`` itself cannot be read.
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from mapred import paths
 from mapred.errors import UsageError
+from mapred.history_build import (  # noqa: F401 - history's public names
+    COUNTERS,
+    _counters,
+    build_attempts,
+    build_hosts,
+    build_startups,
+    derive_counters,
+)
+from mapred.history_model import (  # noqa: F401 - history's public names
+    EVENTS_FILE,
+    FINAL_STATUSES,
+    JSON,
+    MAX_CANDIDATES,
+    MAX_NOTES,
+    OUTCOMES,
+    PID_START_SLACK,
+    PLAN_FILE,
+    SUMMARY_FILE,
+    Attempt,
+    HostStats,
+    Marker,
+    Run,
+    RunInfo,
+    Shard,
+    Startup,
+    Transfer,
+    _first_num,
+    _int,
+    _num,
+    _short,
+    _str,
+    display_text,
+)
 from mapred.words import plural
-
-PLAN_FILE = "plan.json"
-EVENTS_FILE = "events.jsonl"
-SUMMARY_FILE = "summary.json"
-
-FINAL_STATUSES = ("succeeded", "failed", "interrupted")
-OUTCOMES = ("ok", "failed", "killed", "lost")
-MAX_NOTES = 20
-MAX_CANDIDATES = 10  # run ids listed when a part of one is ambiguous
-# A pid whose process started this long after the run's recorded start belongs to someone else
-# (pids are reused); the slack absorbs /proc's whole-second boot time and clock adjustments.
-PID_START_SLACK = 5.0
-
-JSON = dict[str, Any]
-
-
-# --------------------------------------------------------------------------- data model
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """One line of ``mapred runs``: cheap to build (no full read of the event log)."""
-
-    run_id: str
-    path: Path
-    job: str
-    corpus: str
-    started: float | None
-    duration: float | None
-    status: str
-
-
-@dataclass(frozen=True)
-class Shard:
-    """A map task's input: from ``start`` in ``path`` to ``end`` in its last file.
-
-    A shard may pack several small files (``files`` > 1); ``nbytes`` is its size when the
-    journal records it.
-    """
-
-    path: str
-    start: int
-    end: int
-    files: int = 1
-    nbytes: int | None = None
-
-    @property
-    def size(self) -> int:
-        return self.nbytes if self.nbytes is not None else max(0, self.end - self.start)
-
-    def describe(self) -> str:
-        """``a.txt [0, 4,096)``, or for a packed shard where its first and last file start/end."""
-        if self.files == 1:
-            return f"{self.path} [{self.start:,}, {self.end:,})"
-        return f"{self.path} from byte {self.start:,}, {self.files} files, to byte {self.end:,}"
-
-
-@dataclass(frozen=True)
-class Transfer:
-    """Part of an attempt spent moving bytes or waiting on them rather than computing.
-
-    ``kind`` is ``stage`` (its map input put on the host, before the worker got the task;
-    ``how``: ``in place``, ``cached``, ``sent`` with ``nbytes``, or ``copied`` from ``peer``),
-    ``fetch`` (a reduce's map outputs fetched from other hosts, ``nbytes``: the start of its
-    run) or ``collect`` (after its worker was done: its map outputs checked, its part file
-    collected). Journals older than these fields have none.
-    """
-
-    kind: str
-    start: float
-    end: float
-    how: str = ""
-    nbytes: int | None = None
-    peer: str | None = None
-
-    @property
-    def duration(self) -> float:
-        return max(0.0, self.end - self.start)
-
-
-@dataclass(frozen=True)
-class Startup:
-    """A worker starting in a slot (process, imports, job init, warm-up) until it was ready;
-    ``ready`` False: it never was (``end`` is when it was replaced, its host lost, or the run
-    ended)."""
-
-    host: str
-    slot: int
-    start: float
-    end: float
-    ready: bool
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One task attempt, paired from its ``task_start`` and ``task_end`` events.
-
-    ``outcome`` is one of `OUTCOMES`, or ``running`` (no end yet, run still going) or
-    ``unfinished`` (no end and the run is over). ``start`` is when its worker got it; its
-    ``transfers`` may begin earlier (staging) and lie inside it (fetch, collect).
-    """
-
-    attempt: str
-    task: str
-    kind: str
-    host: str
-    slot: int
-    backup: bool
-    start: float
-    end: float
-    outcome: str
-    bytes_in: int = 0
-    bytes_out: int = 0
-    records: int = 0
-    keys: int = 0
-    error: str | None = None
-    shard: Shard | None = None
-    partition: int | None = None
-    transfers: tuple[Transfer, ...] = ()
-    detail: str | None = None  # a failed attempt's traceback
-
-    @property
-    def duration(self) -> float:
-        return max(0.0, self.end - self.start)
-
-    @property
-    def staging(self) -> Transfer | None:
-        return next((t for t in self.transfers if t.kind == "stage"), None)
-
-
-@dataclass(frozen=True)
-class HostStats:
-    """Per-host figures: from ``summary.json`` when present, otherwise derived from events."""
-
-    name: str
-    address: str = ""
-    cores: int | None = None
-    tasks: int = 0
-    attempts: int = 0
-    failed: int = 0
-    bytes_in: int = 0
-    busy_seconds: float = 0.0
-    slots: int = 1
-    lost: str | None = None
-
-    @property
-    def throughput(self) -> float | None:
-        """Bytes read per busy second (per slot), or None when the host did no timed work."""
-        return self.bytes_in / self.busy_seconds if self.busy_seconds > 0 else None
-
-
-@dataclass(frozen=True)
-class Marker:
-    """A point on the timeline: a phase change or a lost host."""
-
-    ts: float
-    kind: str
-    label: str
-    host: str | None = None
-
-
-@dataclass(frozen=True)
-class Run:
-    """Everything known about one run; raw files in ``plan`` / ``events`` / ``summary``."""
-
-    run_id: str
-    path: Path
-    status: str
-    job: str
-    corpus: str
-    output: str
-    started: float | None
-    ended: float | None
-    exit_code: int | None
-    error: str | None
-    counters: dict[str, int | float]
-    counters_derived: bool
-    hosts: tuple[HostStats, ...]
-    attempts: tuple[Attempt, ...]
-    markers: tuple[Marker, ...]
-    argv: tuple[str, ...]
-    notes: tuple[str, ...]
-    plan: JSON = field(repr=False)
-    events: tuple[JSON, ...] = field(repr=False)
-    summary: JSON | None = field(repr=False)
-    detail: str | None = None  # the error's further lines: a user's traceback
-    startups: tuple[Startup, ...] = ()
-
-    @property
-    def duration(self) -> float | None:
-        if self.started is None or self.ended is None:
-            return None
-        return max(0.0, self.ended - self.started)
-
-
-# --------------------------------------------------------------------------- locating runs
 
 
 def state_dir(explicit: Path | None = None) -> Path:
@@ -292,9 +125,6 @@ def resolve_run(state: Path, ref: str) -> Path:
         shown += f" and {len(matches) - MAX_CANDIDATES} more"
     raise UsageError(f"run id {ref!r} is ambiguous: {len(matches)} runs match it: {shown} "
                      "(give more of the id)")
-
-
-# --------------------------------------------------------------------------- listing
 
 
 def list_runs(state: Path, limit: int | None = None) -> list[RunInfo]:
@@ -370,9 +200,6 @@ def _process_start_time(pid: int) -> float | None:
         return boot + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, StopIteration):
         return None
-
-
-# --------------------------------------------------------------------------- loading one run
 
 
 def load_run(state: Path, ref: str) -> Run:
@@ -460,9 +287,6 @@ def _markers(events: Iterable[JSON]) -> tuple[Marker, ...]:
     return tuple(out)
 
 
-# --------------------------------------------------------------------------- files
-
-
 def _read_json(path: Path, notes: list[str]) -> tuple[JSON | None, bool]:
     """(object, ok): (None, True) when the file is absent, (None, False) when it is damaged."""
     try:
@@ -542,289 +366,3 @@ def _last_event_ts(path: Path, tail: int = 65536) -> float | None:
 
 def _first_event_ts(events: list[JSON]) -> float | None:
     return min((e["ts"] for e in events), default=None)
-
-
-# --------------------------------------------------------------------------- attempts
-
-
-def build_attempts(
-    events: Iterable[JSON], plan: Mapping[str, Any], end_ts: float, status: str
-) -> tuple[Attempt, ...]:
-    """Pair ``task_start`` / ``task_end`` events into attempts, ordered by start time.
-
-    An attempt with no end is ``lost`` if its host was lost after it started, else ``running``
-    (run still going) or ``unfinished``, and is drawn up to ``end_ts``.
-    """
-    shards = _plan_shards(plan)
-    open_: dict[str, JSON] = {}
-    lost_at: dict[str, float] = {}
-    done: list[Attempt] = []
-    for e in events:
-        if e["event"] == "task_start":
-            open_[_attempt_id(e)] = e
-        elif e["event"] == "task_end":
-            start = open_.pop(_attempt_id(e), None)
-            done.append(_attempt(start or e, e, shards, _str(e.get("outcome")) or "failed"))
-        elif e["event"] == "host_lost":
-            lost_at.setdefault(_str(e.get("host")), e["ts"])
-    for start in open_.values():
-        lost = lost_at.get(_str(start.get("host")))
-        if lost is not None and lost >= start["ts"]:
-            done.append(_attempt(start, {"ts": lost}, shards, "lost"))
-        else:
-            outcome = "running" if status == "running" else "unfinished"
-            done.append(_attempt(start, {"ts": max(end_ts, start["ts"])}, shards, outcome))
-    return tuple(sorted(done, key=lambda a: (a.start, a.attempt)))
-
-
-def _attempt_id(e: Mapping[str, Any]) -> str:
-    return _str(e.get("attempt")) or _str(e.get("task")) or "?"
-
-
-def _attempt(start: JSON, end: JSON, shards: dict[str, Shard], outcome: str) -> Attempt:
-    task = _str(start.get("task")) or _str(end.get("task"))
-    t0, t1 = start["ts"], max(end["ts"], start["ts"])
-    return Attempt(
-        attempt=_attempt_id(start),
-        task=task,
-        kind=_str(start.get("kind")) or _str(end.get("kind")) or _guess_kind(task),
-        host=_str(start.get("host")) or _str(end.get("host")) or "?",
-        slot=max(0, min(_int(start.get("slot")) or 0, 4096)),
-        backup=start.get("backup") is True,
-        start=t0,
-        end=t1,
-        outcome=outcome if outcome in OUTCOMES + ("running", "unfinished") else "failed",
-        bytes_in=_int(end.get("bytes_in")) or 0,
-        bytes_out=_int(end.get("bytes_out")) or 0,
-        records=_int(end.get("records")) or 0,
-        keys=_int(end.get("keys")) or 0,
-        error=_str(end.get("error")) or None,
-        shard=_shard(start.get("shard")) or shards.get(task),
-        partition=_int(start.get("partition")),
-        transfers=_transfers(start, end, t0, t1),
-        detail=_str(end.get("detail")) or None,
-    )
-
-
-def _transfers(start: JSON, end: JSON, t0: float, t1: float) -> tuple[Transfer, ...]:
-    """An attempt's transfers from its events' ``staging``, ``fetched`` and ``reported``
-    fields (written by ``journal.attempt_times`` and the runner), clamped to its span: staging
-    ends by ``t0`` when the worker got the task, else (it ended while staging) by ``t1``."""
-    out = []
-    if start is not end and isinstance(start.get("staging"), dict):
-        staging, stop = start["staging"], t0  # its worker got the task at t0
-    else:
-        staging, stop = end.get("staging"), t1  # it ended while staging, if at all
-    begin = _num(staging.get("start")) if isinstance(staging, dict) else None
-    if isinstance(staging, dict) and begin is not None:
-        until = min(_num(staging.get("end")) or stop, stop)
-        out.append(Transfer("stage", min(begin, until), until, _short(_str(staging.get("how")), 24),
-                            _int(staging.get("bytes")), _short(_str(staging.get("peer"))) or None))
-    fetched = end.get("fetched")
-    if isinstance(fetched, dict) and _num(fetched.get("end")) is not None:
-        out.append(Transfer("fetch", t0, _clamp(_num(fetched.get("end")), t0, t1),
-                            nbytes=_int(fetched.get("bytes"))))
-    reported = _num(end.get("reported"))
-    if reported is not None:
-        out.append(Transfer("collect", _clamp(reported, t0, t1), t1))
-    return tuple(out)
-
-
-def _clamp(x: float | None, lo: float, hi: float) -> float:
-    return lo if x is None else max(lo, min(x, hi))
-
-
-def build_startups(events: Iterable[JSON], end_ts: float) -> tuple[Startup, ...]:
-    """Pair ``worker_start`` / ``worker_ready`` events per (host, slot); a start never followed
-    by a ready ends at the slot's next start, its host's loss, or ``end_ts``."""
-    open_: dict[tuple[str, int], float] = {}
-    out: list[Startup] = []
-    for e in events:
-        host, slot = _str(e.get("host")), _int(e.get("slot"))
-        key = (host, max(0, min(slot or 0, 4096)))
-        if e["event"] == "worker_start" and slot is not None:
-            if key in open_:
-                out.append(Startup(host, key[1], open_.pop(key), e["ts"], False))
-            open_[key] = e["ts"]
-        elif e["event"] == "worker_ready" and key in open_:
-            out.append(Startup(host, key[1], open_.pop(key), e["ts"], True))
-        elif e["event"] == "host_lost":
-            for k in [k for k in open_ if k[0] == host]:
-                out.append(Startup(host, k[1], open_.pop(k), e["ts"], False))
-    out += [Startup(h, s, t, max(t, end_ts), False) for (h, s), t in open_.items()]
-    return tuple(sorted(out, key=lambda w: (w.start, w.host, w.slot)))
-
-
-def _guess_kind(task: str) -> str:
-    return {"m": "map", "r": "reduce"}.get(task[:1], "map")
-
-
-def _shard(obj: Any) -> Shard | None:
-    if not isinstance(obj, dict) or not isinstance(obj.get("path"), str):
-        return None
-    return Shard(
-        obj["path"],
-        _int(obj.get("start")) or 0,
-        _int(obj.get("end")) or 0,
-        files=max(1, _int(obj.get("files")) or 1),
-        nbytes=_int(obj.get("bytes")),
-    )
-
-
-def _plan_shards(plan: Mapping[str, Any]) -> dict[str, Shard]:
-    out = {}
-    for s in plan.get("shards") or []:
-        shard = _shard(s)
-        if shard is not None and isinstance(s.get("task"), str):
-            out[s["task"]] = shard
-    return out
-
-
-# --------------------------------------------------------------------------- hosts, counters
-
-
-def build_hosts(
-    plan: Mapping[str, Any],
-    summary: Mapping[str, Any] | None,
-    attempts: Iterable[Attempt],
-    events: Iterable[JSON],
-) -> tuple[HostStats, ...]:
-    """Per-host figures: plan hosts first (in plan order), then any other host seen."""
-    attempts = list(attempts)
-    declared = [h for h in plan.get("hosts") or [] if isinstance(h, dict) and _str(h.get("name"))]
-    names = [_str(h.get("name")) for h in declared]
-    given = summary.get("hosts") if summary is not None else None
-    sums: dict[str, Any] = given if isinstance(given, dict) else {}
-    for name in sorted({a.host for a in attempts} | {k for k in sums if isinstance(k, str)}):
-        if name not in names:
-            names.append(name)
-    lost: dict[str, str] = {}
-    for e in events:
-        if e["event"] == "host_lost":
-            lost.setdefault(_str(e.get("host")), _str(e.get("reason")) or "lost")
-    info = {_str(h.get("name")): h for h in declared}
-    return tuple(
-        _host(n, info.get(n, {}), sums.get(n), [a for a in attempts if a.host == n], lost.get(n))
-        for n in dict.fromkeys(names)
-    )
-
-
-def _host(
-    name: str, decl: Mapping[str, Any], summ: Any, attempts: list[Attempt], lost: str | None
-) -> HostStats:
-    summ = summ if isinstance(summ, dict) else {}
-    ok = [a for a in attempts if a.outcome == "ok"]
-    derived_busy = sum(a.duration for a in attempts)
-    busy = _num(summ.get("busy_seconds"))
-    tasks, bytes_in = _int(summ.get("tasks")), _int(summ.get("bytes_in"))
-    return HostStats(
-        name=name,
-        address=_str(decl.get("address")),
-        cores=_int(decl.get("cores")),
-        tasks=tasks if tasks is not None else len(ok),
-        attempts=len(attempts),
-        failed=sum(a.outcome in ("failed", "lost") for a in attempts),
-        bytes_in=bytes_in if bytes_in is not None else sum(a.bytes_in for a in ok),
-        busy_seconds=busy if busy is not None else derived_busy,
-        slots=max([a.slot + 1 for a in attempts] + [1]),
-        lost=lost,
-    )
-
-
-COUNTERS = (
-    "bytes_in",
-    "records_in",
-    "pairs",
-    "keys_out",
-    "bytes_out",
-    "map_tasks",
-    "reduce_tasks",
-    "retries",
-    "backups",
-    "hosts_lost",
-)
-
-
-def _counters(
-    summary: JSON | None, attempts: tuple[Attempt, ...], events: list[JSON]
-) -> tuple[dict[str, int | float], bool]:
-    """(counters, derived): the summary's counters, else what the event log can tell."""
-    given = summary.get("counters") if summary else None
-    if isinstance(given, dict):
-        out: dict[str, int | float] = {}
-        for k, v in given.items():
-            n = _num(v)
-            if isinstance(k, str) and n is not None:
-                out[k] = int(n) if float(n).is_integer() else n
-        return out, False
-    return derive_counters(attempts, events), True
-
-
-def derive_counters(attempts: Iterable[Attempt], events: Iterable[JSON]) -> dict[str, int | float]:
-    """Counters recomputed from attempts; ``pairs`` is not in the log and is left out."""
-    attempts = list(attempts)
-    maps = [a for a in attempts if a.kind == "map" and a.outcome == "ok"]
-    reds = [a for a in attempts if a.kind == "reduce" and a.outcome == "ok"]
-    first: dict[str, int] = {}
-    for a in attempts:
-        if not a.backup:
-            first[a.task] = first.get(a.task, 0) + 1
-    return {
-        "bytes_in": sum(a.bytes_in for a in maps),
-        "records_in": sum(a.records for a in maps),
-        "keys_out": sum(a.keys for a in reds),
-        "bytes_out": sum(a.bytes_out for a in reds),
-        "map_tasks": len({a.task for a in maps}),  # committed, as in the summary
-        "reduce_tasks": len({a.task for a in reds}),
-        "retries": sum(n - 1 for n in first.values()),
-        "backups": sum(a.backup for a in attempts),
-        "hosts_lost": len({_str(e.get("host")) for e in events if e["event"] == "host_lost"}),
-    }
-
-
-# --------------------------------------------------------------------------- coercion
-
-
-def _num(v: Any) -> float | None:
-    """A finite number, or None (bools, strings, NaN and infinities are not numbers here)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    return float(v) if math.isfinite(v) else None
-
-
-def _int(v: Any) -> int | None:
-    n = _num(v)
-    return int(n) if n is not None and abs(n) < 2**63 else None
-
-
-def _str(v: Any) -> str:
-    return v if isinstance(v, str) else ""
-
-
-def _first_num(*sources: Mapping[str, Any] | None, key: str) -> float | None:
-    for s in sources:
-        if s is not None and _num(s.get(key)) is not None:
-            return _num(s.get(key))
-    return None
-
-
-def _short(text: str, width: int = 80) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-# --------------------------------------------------------------------------- display text
-
-_BAD_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def display_text(s: str) -> str:
-    """``s`` made safe to show: valid UTF-8, no control or bidi-override characters.
-
-    File names decoded with ``surrogateescape`` come back as their raw bytes, shown ``\\xNN``;
-    control and direction-override characters (which can make text lie) are shown escaped.
-    """
-    try:
-        s = s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:
-        s = s.encode("utf-8", "backslashreplace").decode("utf-8")
-    return _BAD_CHARS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), s)

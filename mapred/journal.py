@@ -28,7 +28,7 @@ def now() -> float:
 
 def attempt_times(info: Mapping[str, Any]) -> dict[str, Any]:
     """The fields ``task_end`` adds on where an attempt's time went besides computing (read
-    by ``history._transfers``): ``staging`` ({start, how...}) only when the attempt ended
+    by ``history_build._transfers``): ``staging`` ({start, how...}) only when the attempt ended
     before its input was in place (else ``task_start`` carries it, with its ``end``),
     ``fetched`` ({end, bytes}) when its worker said its reduce inputs were fetched, and
     ``reported`` (ts) when its worker said it was done: checking its map outputs or collecting
