@@ -11,31 +11,17 @@ from pathlib import Path
 from typing import Any
 
 PLAN_FILE = "plan.json"
-
-
 EVENTS_FILE = "events.jsonl"
-
-
 SUMMARY_FILE = "summary.json"
-
-
 FINAL_STATUSES = ("succeeded", "failed", "interrupted")
-
-
 OUTCOMES = ("ok", "failed", "killed", "lost")
-
-
 MAX_NOTES = 20
-
-
 MAX_CANDIDATES = 10  # run ids listed when a part of one is ambiguous
 
 
 # A pid whose process started this long after the run's recorded start belongs to someone else
 # (pids are reused); the slack absorbs /proc's whole-second boot time and clock adjustments.
 PID_START_SLACK = 5.0
-
-
 JSON = dict[str, Any]
 
 

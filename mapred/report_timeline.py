@@ -15,30 +15,16 @@ from mapred.history import (
     Transfer,
 )
 from mapred.report_html import _clip, _e, _num
-from mapred.units import fmt_bytes, fmt_duration, fmt_rate, fmt_time  # noqa: F401 - re-exported
+from mapred.units import fmt_bytes, fmt_duration
 from mapred.words import plural
 
 WIDTH = 1320
-
-
 LABEL_W = 170
-
-
 RIGHT_PAD = 24
-
-
 AXIS_H = 22
-
-
 PHASE_H = 18
-
-
 LANE_PAD = 5
-
-
 MIN_IDLE_PX = 3  # a slot's idle gap narrower than this is not drawn
-
-
 DETAIL_LINES = 8  # of a failed attempt's traceback, in its hover text
 
 
