@@ -1,4 +1,4 @@
-"""The numba tier (mapred.kernels / mapred.kernels_table) against plain-Python references."""
+"""The numba tier (the mapred.kernels package) against plain-Python references."""
 
 from __future__ import annotations
 
@@ -168,7 +168,7 @@ def test_mmh3_every_tail_length():
 
 
 def test_kernels_module_does_not_import_mmh3():
-    code = "import sys, mapred.kernels, mapred.kernels_table; print('mmh3' in sys.modules)"
+    code = "import sys, mapred.kernels; print('mmh3' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -283,7 +283,7 @@ def test_table_extreme_values_min_max_sum_wraps():
 @pytest.mark.slow
 @pytest.mark.parametrize("reserve", [True, False])
 def test_table_grows_from_tiny_to_a_million_keys(tmp_path, monkeypatch, reserve):
-    from mapred import kernels_table as KT
+    from mapred.kernels import table as KT
 
     if not reserve:  # entries in ordinary arrays, copied on growth (no big mmap reservation)
         monkeypatch.setattr(KT, "_reserve_entries", lambda: None)
@@ -319,7 +319,7 @@ def test_table_exact_on_hash_tag_collisions():
     """Keys whose 32-bit table tags collide must still be told apart (byte comparison)."""
     from numba import njit
 
-    from mapred import kernels_table as KT
+    from mapred.kernels import table as KT
 
     @njit
     def tags(buf, starts, ln):
