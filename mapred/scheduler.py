@@ -158,6 +158,7 @@ class Commit:
     attempt: str
     host: str
     counters: dict[str, int]
+    outputs: dict[int, list[str]] = field(default_factory=dict)  # a map's, by partition
 
 
 @dataclass(frozen=True)
@@ -167,14 +168,6 @@ class Cancel:
     slot: str
     attempt: str
     reason: str
-
-
-@dataclass(frozen=True)
-class Discard:
-    """Files of an attempt that will never be used; the runner removes them on ``host``."""
-
-    host: str
-    paths: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -203,7 +196,7 @@ class NoHosts:
 
 Event = (SlotReady | AttemptDone | AttemptFailed | SlotLost | HostLost | MapOutputLost | Tick
          | Preloaded | InputsCached)
-Instruction = (Assign | Commit | Cancel | Discard | ExcludeHost | Finished | Failed | NoHosts)
+Instruction = (Assign | Commit | Cancel | ExcludeHost | Finished | Failed | NoHosts)
 
 
 @dataclass(frozen=True)
@@ -307,7 +300,8 @@ class Scheduler:
         task.state, task.committed, task.host = "done", ev.attempt, slot.host
         task.outputs = dict(ev.outputs)
         task.seconds = self.now - self.started_at.get(ev.attempt, self.now)
-        out.append(Commit(task.id, task.kind, ev.attempt, slot.host, dict(ev.counters)))
+        out.append(Commit(task.id, task.kind, ev.attempt, slot.host, dict(ev.counters),
+                          dict(task.outputs)))
         for other, other_slot in list(task.running.items()):
             self._release(task, other)
             self.slots.pop(other_slot, None)  # its worker is replaced: a new SlotReady comes
