@@ -113,15 +113,15 @@ class Accounts:
             "backups": sched.backups}})
 
 
-def task_error(ins: scheduler.Failed, task: scheduler.Task, shards: dict[str, Shard],
-               disk_full: dict[str, str], usable: set[str]) -> TaskError:
+def task_error(ins: scheduler.Failed, shards: dict[str, Shard], disk_full: dict[str, str],
+               usable: set[str]) -> TaskError:
     """The error a task that failed too often ends the run with. ``disk_full``: host -> its
     workdir where a disk filled up; ``usable``: the hosts not lost."""
-    if task.kind == scheduler.MAP:
+    if ins.kind == scheduler.MAP:
         where = f" ({shards[ins.task].describe()})"
     else:
-        where = f" (partition {task.partition})"
-    failed = f"{task.kind} task {ins.task}{where} failed {plural(task.failures, 'time')}"
+        where = f" (partition {ins.partition})"
+    failed = f"{ins.kind} task {ins.task}{where} failed {plural(ins.failures, 'time')}"
     if diagnose.disk_full(ins.error) and disk_full:  # not the task's fault: the disks'
         line = diagnose.disk_full_line(disk_full, every=set(disk_full) >= usable)
         return TaskError(f"{failed}: {line}", task=ins.task, host=ins.host,

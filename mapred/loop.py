@@ -59,7 +59,7 @@ class EventLoop:
         self.events = events
         self.io = io
         self.reducers = 1
-        self.deadline: tuple[float, float] | None = None  # (at, seconds)
+        self.deadline = 0.0  # seconds, for its message (the scheduler keeps the time)
         self.tick_seconds = 0.25
         self.job_files: JobFiles | None = None
         self.job_warnings: set[str] = set()  # shown once, not once per worker
@@ -82,8 +82,6 @@ class EventLoop:
     def _step(self) -> bool:
         """Handle one message (or a tick); True when the run is over."""
         now = time.monotonic()
-        if self.deadline is not None and now > self.deadline[0]:
-            raise JobError(f"deadline of {self.deadline[1]:g}s exceeded; run stopped")
         if now - self.last_tick >= self.tick_seconds:  # even when messages never stop coming
             self.last_tick = now
             if self._tick():
@@ -286,8 +284,10 @@ class EventLoop:
         elif isinstance(ins, scheduler.ExcludeHost):
             self._exclude(ins)
         elif isinstance(ins, scheduler.Failed):
-            raise task_error(ins, self.sched.tasks[ins.task], self.aio.shards,
-                             self.hosts.disk_full, set(self.transports) - set(self.lost_hosts))
+            raise task_error(ins, self.aio.shards, self.hosts.disk_full,
+                             set(self.transports) - set(self.lost_hosts))
+        elif isinstance(ins, scheduler.DeadlinePassed):
+            raise JobError(f"deadline of {self.deadline:g}s exceeded; run stopped")
         elif isinstance(ins, scheduler.NoHosts):
             raise NoHostsError(ins.reason)
         elif isinstance(ins, scheduler.Finished):

@@ -228,7 +228,8 @@ class Runner:
         aio.parts = PartFiles(self.staging, self.io, self._post)
         self.journal.event("run_start")
         self.progress.start(sum(s.size for s in shards), len(shards))
-        policy = scheduler.Policy(max_attempts=cfg.max_attempts, speculation=cfg.speculation)
+        policy = scheduler.Policy(max_attempts=cfg.max_attempts, speculation=cfg.speculation,
+                                  deadline_at=self.deadline_at)
         sched = scheduler.Scheduler([s.task for s in shards], reducers,
                                     hosts=list(self.transports), policy=policy)
         self.sched = sched
@@ -322,8 +323,7 @@ class Runner:
                          self.progress, self.events, self.io)
         loop.reducers, loop.job_files, loop.tick_seconds = (self.reducers, self.job_files,
                                                             TICK_SECONDS)
-        if self.deadline_at is not None and self.cfg.deadline is not None:
-            loop.deadline = (self.deadline_at, self.cfg.deadline)
+        loop.deadline = self.cfg.deadline or 0.0
         return loop
 
     # --- shutdown and journal ---------------------------------------------------------------

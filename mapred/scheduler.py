@@ -183,10 +183,20 @@ class Finished:
 
 @dataclass(frozen=True)
 class Failed:
+    """A task failed ``max_attempts`` times: the run ends with its last attempt's error."""
+
     task: str
     host: str
     error: str
     detail: str | None
+    kind: str = field(default=MAP, compare=False)
+    failures: int = field(default=0, compare=False)
+    partition: int = field(default=-1, compare=False)
+
+
+@dataclass(frozen=True)
+class DeadlinePassed:
+    """The run's deadline (``Policy.deadline_at``) has passed (seen on a ``Tick``): it stops."""
 
 
 @dataclass(frozen=True)
@@ -196,7 +206,8 @@ class NoHosts:
 
 Event = (SlotReady | AttemptDone | AttemptFailed | SlotLost | HostLost | MapOutputLost | Tick
          | Preloaded | InputsCached)
-Instruction = (Assign | Commit | Cancel | ExcludeHost | Finished | Failed | NoHosts)
+Instruction = (Assign | Commit | Cancel | ExcludeHost | Finished | Failed | NoHosts
+               | DeadlinePassed)
 
 
 @dataclass(frozen=True)
@@ -208,6 +219,7 @@ class Policy:
     speculation: bool = True
     speculate_factor: float = 1.5
     speculate_min: float = 2.0  # seconds an attempt must run before it gets a backup
+    deadline_at: float | None = None  # on the events' clock: past it, the run stops
 
 
 class Scheduler:
@@ -252,6 +264,10 @@ class Scheduler:
         self.now = max(self.now, now)
         if self.over:
             return []
+        deadline = self.policy.deadline_at
+        if isinstance(event, Tick) and deadline is not None and self.now > deadline:
+            self.over = True
+            return [DeadlinePassed()]
         out: list[Instruction] = []
         if isinstance(event, SlotReady):
             if event.host not in self.lost_hosts and event.host not in self.excluded:
@@ -318,7 +334,8 @@ class Scheduler:
         task.failed_on.add(host)
         if task.failures >= self.policy.max_attempts:
             self.over = True
-            out.append(Failed(task.id, host, error, detail))
+            out.append(Failed(task.id, host, error, detail, task.kind, task.failures,
+                              task.partition))
             return
         task.not_before = self.now + self._backoff(task)
         self.host_failed_tasks.setdefault(host, set()).add(task.id)
