@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 MAP, REDUCE = "map", "reduce"
@@ -440,7 +440,7 @@ class Scheduler:
                 continue
             slot = fits[0]
             if kind == REDUCE and len(fits) > 1:
-                slot = max(fits, key=self._local_inputs(task))
+                slot = max(fits, key=_local_inputs(self.tasks.values(), task))
             idle.remove(slot)
             out.append(self._start(slot, task))
         if idle and self.policy.speculation and not any(
@@ -466,29 +466,7 @@ class Scheduler:
                 idle.remove(slot)
                 left.remove(task)
                 out.append(self._start(slot, task))
-        if not idle:
-            return left
-        slots: dict[str, int] = {}
-        for s in self.slots.values():
-            slots[s.host] = slots.get(s.host, 0) + 1
-        backlog: dict[str, int] = {}
-        for t in left:
-            for h in t.cached_on & usable:
-                backlog[h] = backlog.get(h, 0) + 1
-
-        def order(t: Task) -> float:
-            holders = t.cached_on & usable
-            return -max(backlog[h] / slots.get(h, 1) for h in holders) if holders else -1e18
-
-        return sorted(left, key=order)
-
-    def _local_inputs(self, task: Task) -> Callable[[Slot], int]:
-        """How many of the reduce ``task``'s input files a slot's host holds (ties: first slot)."""
-        held: dict[str, int] = {}
-        for m in self.tasks.values():
-            if m.kind == MAP and m.host is not None:
-                held[m.host] = held.get(m.host, 0) + len(m.outputs.get(task.partition, []))
-        return lambda slot: held.get(slot.host, 0)
+        return _backlog_order(left, self.slots.values(), usable) if idle else left
 
     def _speculate(self, kind: str, idle: list[Slot], out: list[Instruction]) -> None:
         done = [t.seconds for t in self.tasks.values() if t.kind == kind and t.state == "done"]
@@ -534,22 +512,53 @@ class Scheduler:
 
     def check_invariants(self) -> None:
         """Raise AssertionError if the state is inconsistent (used by the tests)."""
-        running: dict[str, str] = {}
-        for task in self.tasks.values():
-            assert (task.state == "running") == bool(task.running), task
-            running.update(task.running)
-            if task.state == "done":
-                assert task.committed is not None and task.host is not None, task
-            assert len(task.running) <= 2, task  # at most one backup
-        busy = {s.attempt: s.id for s in self.slots.values() if s.attempt is not None}
-        assert busy == running, (busy, running)
-        if any(t.kind == REDUCE and t.state == "running" for t in self.tasks.values()):
-            assert self.maps_done() or self.over, "a reduce ran before every map committed"
-        assert not any(s.host in self.excluded | self.lost_hosts for s in self.slots.values())
-        if not self.over:  # no slot is idle while a task it may run is pending
-            kind = MAP if not self.maps_done() else REDUCE
-            usable = self.usable_hosts()
-            for slot in self.slots.values():
-                assert slot.attempt is not None or not any(
-                    t.kind == kind and t.state == "pending" and t.not_before <= self.now
-                    and self._fits(slot, t, usable) for t in self.tasks.values()), slot
+        _check_invariants(self)
+
+
+def _backlog_order(left: list[Task], slots: Iterable[Slot], usable: set[str]) -> list[Task]:
+    """Pending map tasks in the order slots holding none of them should take them: inputs no
+    usable host holds first, then those of the hosts with the most held work left per slot."""
+    per_host: dict[str, int] = {}
+    for s in slots:
+        per_host[s.host] = per_host.get(s.host, 0) + 1
+    backlog: dict[str, int] = {}
+    for t in left:
+        for h in t.cached_on & usable:
+            backlog[h] = backlog.get(h, 0) + 1
+
+    def order(t: Task) -> float:
+        holders = t.cached_on & usable
+        return -max(backlog[h] / per_host.get(h, 1) for h in holders) if holders else -1e18
+
+    return sorted(left, key=order)
+
+
+def _local_inputs(tasks: Iterable[Task], task: Task) -> Callable[[Slot], int]:
+    """How many of the reduce ``task``'s input files a slot's host holds (ties: first slot)."""
+    held: dict[str, int] = {}
+    for m in tasks:
+        if m.kind == MAP and m.host is not None:
+            held[m.host] = held.get(m.host, 0) + len(m.outputs.get(task.partition, []))
+    return lambda slot: held.get(slot.host, 0)
+
+
+def _check_invariants(self: Scheduler) -> None:
+    running: dict[str, str] = {}
+    for task in self.tasks.values():
+        assert (task.state == "running") == bool(task.running), task
+        running.update(task.running)
+        if task.state == "done":
+            assert task.committed is not None and task.host is not None, task
+        assert len(task.running) <= 2, task  # at most one backup
+    busy = {s.attempt: s.id for s in self.slots.values() if s.attempt is not None}
+    assert busy == running, (busy, running)
+    if any(t.kind == REDUCE and t.state == "running" for t in self.tasks.values()):
+        assert self.maps_done() or self.over, "a reduce ran before every map committed"
+    assert not any(s.host in self.excluded | self.lost_hosts for s in self.slots.values())
+    if not self.over:  # no slot is idle while a task it may run is pending
+        kind = MAP if not self.maps_done() else REDUCE
+        usable = self.usable_hosts()
+        for slot in self.slots.values():
+            assert slot.attempt is not None or not any(
+                t.kind == kind and t.state == "pending" and t.not_before <= self.now
+                and self._fits(slot, t, usable) for t in self.tasks.values()), slot
