@@ -55,13 +55,25 @@ class Staged:
 
 
 class Transport(Protocol):
-    name: str
-    address: str  # where the host is reached, for the journal: "local", or the SSH host[:port]
-    cores: int
-    memory: int | None  # map-side memory budget for the whole host (hosts.toml), or None
-    # whether workers run in the scratch dir (SSH) or where mapred was started (local: paths
-    # the user gave may be relative to it)
-    workers_enter_scratch: bool
+    """One host of the run (read-only attributes: a transport may compute them)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def address(self) -> str:
+        """Where the host is reached, for the journal: "local", or the SSH host[:port]."""
+        ...
+    @property
+    def cores(self) -> int: ...
+    @property
+    def memory(self) -> int | None:
+        """Map-side memory budget for the whole host (hosts.toml), or None."""
+        ...
+    @property
+    def workers_enter_scratch(self) -> bool:
+        """Whether workers run in the scratch dir (SSH) or where mapred was started (local:
+        paths the user gave may be relative to it)."""
+        ...
 
     def start(self, run_id: str) -> None: ...
     def job_path(self, job: JobFiles) -> str:
