@@ -55,12 +55,12 @@ class Accounts:
             self.parts_done.add(partition)
             self.progress.partition_done()
 
-    def tally(self, sched: scheduler.Scheduler | None) -> None:
+    def tally(self, sched: scheduler.Stats) -> None:
         """Counters and per-host figures of the attempts committed now (a map attempt whose
         outputs were lost with its host no longer counts: its rerun does)."""
         counters: dict[str, int] = {}
         hosts: dict[str, dict[str, float]] = {}
-        current = {t.committed: t.kind for t in sched.tasks.values()} if sched else {}
+        current = sched.committed
         for attempt, (host, values, busy) in self.committed.items():
             kind = current.get(attempt)
             if kind is not None:
@@ -74,7 +74,7 @@ class Accounts:
         counters["input_gzip"] = int(any(p.file.gzip for s in mapped for p in s.pieces))
         self.counters, self.host_stats = counters, hosts
 
-    def summary_counters(self, sched: scheduler.Scheduler | None, nshards: int, reducers: int,
+    def summary_counters(self, sched: scheduler.Stats, nshards: int, reducers: int,
                          hosts_lost: int) -> dict[str, Any]:
         """The ``counters`` of summary.json (after :meth:`tally`)."""
         c = self.counters
@@ -83,21 +83,21 @@ class Accounts:
             "input_bytes": c.get("input_bytes", 0),
             "pairs": c.get("map_pairs", 0), "keys_out": c.get("reduce_keys_out", 0),
             "bytes_out": c.get("reduce_bytes_out", 0), "shuffle_bytes":
-            c.get("map_bytes_out", 0), "map_tasks": _committed_tasks(sched, scheduler.MAP),
-            "reduce_tasks": _committed_tasks(sched, scheduler.REDUCE),
+            c.get("map_bytes_out", 0), "map_tasks": sched.tasks(scheduler.MAP),
+            "reduce_tasks": sched.tasks(scheduler.REDUCE),
             "map_tasks_planned": nshards, "reduce_tasks_planned": reducers,
             "spills": c.get("map_spills", 0), "retries": self.failed_attempts,
             "maps_reused": c.get("map_reused", 0),
-            "backups": sched.backups if sched else 0,
+            "backups": sched.backups,
             "hosts_lost": hosts_lost,
             "attempts_lost": self.attempts_lost,
-            "maps_rerun": sched.maps_rerun if sched else 0,
+            "maps_rerun": sched.maps_rerun,
             **user_counters(c),
         }
 
-    def report_faults(self, sched: scheduler.Scheduler | None, lost_hosts: dict[str, str]) -> None:
+    def report_faults(self, sched: scheduler.Stats, lost_hosts: dict[str, str]) -> None:
         """One line after a successful run that had to recover from something."""
-        if sched is None or not (lost_hosts or self.failed_attempts or sched.backups):
+        if not (lost_hosts or self.failed_attempts or sched.backups):
             return
         parts = []
         if lost_hosts:
@@ -147,9 +147,3 @@ def _add_host(stats: dict[str, float], values: dict[str, int], busy: float) -> N
     stats["tasks"] += 1
     stats["bytes_in"] += int(values.get("bytes_in", 0))
     stats["busy_seconds"] += busy
-
-
-def _committed_tasks(sched: scheduler.Scheduler | None, kind: str) -> int:
-    if sched is None:
-        return 0
-    return sum(1 for t in sched.tasks.values() if t.kind == kind and t.committed)

@@ -214,9 +214,8 @@ class EventLoop:
         those map tasks run again (the failed reduce is cancelled with the others, uncounted).
         True when the run is over."""
         for name in lost_outputs(error):
-            task = self.sched.tasks.get(name.split(".", 1)[0])
-            if task is None or task.state != "done" or not any(
-                    p.endswith("/" + name) for ps in task.outputs.values() for p in ps):
+            task = self.sched.committed_output(name)
+            if task is None:
                 continue
             log.warning("map output %s of %s on %s is missing or damaged: %s runs again", name,
                         task.committed, task.host, task.id)

@@ -249,7 +249,7 @@ class Runner:
         output.commit(self.staging, cfg.output, self.run_id, cfg.overwrite)
         self.staging = None
         resume.forget_superseded(self.superseded, self.transports, self.lost_hosts)
-        self.accounts.report_faults(self.sched, self.lost_hosts)
+        self.accounts.report_faults(sched.stats(), self.lost_hosts)
 
     def _start_hosts(self, tasks: int) -> None:
         """Watch every host, make its scratch dir, start its share of workers."""
@@ -356,9 +356,9 @@ class Runner:
 
     def _write_summary(self, end: Ending, nshards: int, reducers: int) -> None:
         assert self.journal is not None
-        self.accounts.tally(self.sched)
-        counters = self.accounts.summary_counters(self.sched, nshards, reducers,
-                                                  len(self.lost_hosts))
+        stats = self.sched.stats() if self.sched is not None else scheduler.Stats()
+        self.accounts.tally(stats)
+        counters = self.accounts.summary_counters(stats, nshards, reducers, len(self.lost_hosts))
         self.summary_data = write_summary(self.journal, self.run_id, self.cfg, end, counters,
                                           self.accounts.host_stats, self.lost_hosts)
 

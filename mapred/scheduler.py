@@ -222,6 +222,19 @@ class Policy:
     deadline_at: float | None = None  # on the events' clock: past it, the run stops
 
 
+@dataclass(frozen=True)
+class Stats:
+    """What the run's summary takes from the scheduler."""
+
+    committed: dict[str, str] = field(default_factory=dict)  # attempt -> kind, per task
+    backups: int = 0
+    maps_rerun: int = 0
+
+    def tasks(self, kind: str) -> int:
+        """Tasks of ``kind`` committed."""
+        return sum(1 for k in self.committed.values() if k == kind)
+
+
 class Scheduler:
     def __init__(self, map_tasks: list[str], reducers: int, max_attempts: int = 4,
                  hosts: list[str] | None = None, policy: Policy | None = None) -> None:
@@ -253,6 +266,18 @@ class Scheduler:
     def is_running(self, slot: str, attempt: str) -> bool:
         """Whether ``attempt`` is a running attempt on ``slot`` (else its results are fenced)."""
         return self._current(slot, attempt) is not None
+
+    def stats(self) -> Stats:
+        return Stats({t.committed: t.kind for t in self.tasks.values() if t.committed},
+                     self.backups, self.maps_rerun)
+
+    def committed_output(self, name: str) -> Task | None:
+        """The committed map task one of whose output files is named ``name``, if any."""
+        task = self.tasks.get(name.split(".", 1)[0])
+        if task is None or task.state != "done" or not any(
+                p.endswith("/" + name) for ps in task.outputs.values() for p in ps):
+            return None
+        return task
 
     def usable_hosts(self) -> set[str]:
         known = self.hosts or {s.host for s in self.slots.values()}
