@@ -460,7 +460,7 @@ class Scheduler:
                 break
             # a retry goes to a host where the task has not failed yet, while there is one;
             # a reduce goes where most of its input already is
-            fits = [s for s in idle if self._fits(s, task, usable)]
+            fits = [s for s in idle if _fits(s, task, usable)]
             if not fits:
                 continue
             slot = fits[0]
@@ -472,11 +472,6 @@ class Scheduler:
                 t.kind == kind and t.state == "pending" for t in self.tasks.values()):
             self._speculate(kind, idle, out)
 
-    @staticmethod
-    def _fits(slot: Slot, task: Task, usable: set[str]) -> bool:
-        """Whether ``slot`` may run ``task``: not where it failed, unless it failed everywhere."""
-        return slot.host not in task.failed_on or usable <= task.failed_on
-
     def _place_local(self, idle: list[Slot], pending: list[Task], usable: set[str],
                      out: list[Instruction]) -> list[Task]:
         """Start on each idle slot the first pending map task whose input its host holds; return
@@ -486,7 +481,7 @@ class Scheduler:
         left = list(pending)
         for slot in list(idle):
             task = next((t for t in left if slot.host in t.cached_on
-                         and self._fits(slot, t, usable)), None)
+                         and _fits(slot, t, usable)), None)
             if task is not None:
                 idle.remove(slot)
                 left.remove(task)
@@ -540,6 +535,11 @@ class Scheduler:
         _check_invariants(self)
 
 
+def _fits(slot: Slot, task: Task, usable: set[str]) -> bool:
+    """Whether ``slot`` may run ``task``: not where it failed, unless it failed everywhere."""
+    return slot.host not in task.failed_on or usable <= task.failed_on
+
+
 def _backlog_order(left: list[Task], slots: Iterable[Slot], usable: set[str]) -> list[Task]:
     """Pending map tasks in the order slots holding none of them should take them: inputs no
     usable host holds first, then those of the hosts with the most held work left per slot."""
@@ -586,4 +586,4 @@ def _check_invariants(self: Scheduler) -> None:
         for slot in self.slots.values():
             assert slot.attempt is not None or not any(
                 t.kind == kind and t.state == "pending" and t.not_before <= self.now
-                and self._fits(slot, t, usable) for t in self.tasks.values()), slot
+                and _fits(slot, t, usable) for t in self.tasks.values()), slot
