@@ -11,8 +11,9 @@ import os
 import secrets
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mapred import paths
 
@@ -58,3 +59,74 @@ class Journal:
 
     def close(self) -> None:
         self._events.close()
+
+
+def journal_sums(run_dir: Path) -> dict[str, list[Any]]:
+    """map output path -> [size, sha256] from a run's committed map attempts."""
+    out: dict[str, list[Any]] = {}
+    try:
+        lines = (run_dir / "events.jsonl").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by the crash
+        if ev.get("event") == "task_end" and ev.get("outcome") == "ok" and ev.get("sums"):
+            out.update(ev["sums"])
+    return out
+
+
+class RunInfo(Protocol):
+    """What plan.json and summary.json say about a run's configuration (``RunConfig``)."""
+
+    @property
+    def job(self) -> Path: ...
+    @property
+    def corpus(self) -> Path: ...
+    @property
+    def output(self) -> Path: ...
+    @property
+    def argv(self) -> tuple[str, ...]: ...
+    @property
+    def params(self) -> dict[str, str]: ...
+
+
+def write_plan(journal: Journal, run_id: str, cfg: RunInfo, reducers: int,
+               fingerprint: dict[str, Any], resumed_from: str | None,
+               hosts: list[dict[str, Any]], shards: list[dict[str, Any]]) -> None:
+    journal.write_json("plan.json", {
+        "run_id": run_id, "job": str(cfg.job), "corpus": str(cfg.corpus),
+        "output": str(cfg.output), "output_abs": str(cfg.output.resolve()),
+        "argv": list(cfg.argv), "started": time.time(),
+        "pid": os.getpid(), "reducers": reducers, "params": cfg.params,
+        "fingerprint": fingerprint, "resumed_from": resumed_from,
+        "hosts": hosts, "shards": shards,
+    })
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a run ended, as summary.json says."""
+
+    status: str
+    exit_code: int
+    error: str | None
+    detail: str | None
+    seconds: float
+
+
+def write_summary(journal: Journal, run_id: str, cfg: RunInfo, end: Ending,
+                  counters: dict[str, Any], hosts: dict[str, dict[str, float]],
+                  lost_hosts: dict[str, str]) -> dict[str, Any]:
+    """Write summary.json; what it holds."""
+    data = {
+        "run_id": run_id, "job": str(cfg.job), "corpus": str(cfg.corpus),
+        "output": str(cfg.output), "status": end.status, "exit_code": end.exit_code,
+        "started": time.time() - end.seconds, "ended": time.time(), "duration": end.seconds,
+        "error": end.error, "detail": end.detail, "counters": counters,
+        "hosts": hosts, "lost_hosts": dict(lost_hosts),
+    }
+    journal.write_json("summary.json", data)
+    return data

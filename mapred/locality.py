@@ -31,7 +31,7 @@ from mapred.errors import MapredError
 from mapred.fetch import CACHE_MAX_AGE
 from mapred.shards import Shard
 from mapred.staging import known_digest, shard_key
-from mapred.transport import Transport, remote_host
+from mapred.transport import Transport
 
 log = logging.getLogger("mapred")
 
@@ -77,19 +77,16 @@ class DigestHints:
              transports: Iterable[Transport]) -> dict[str, frozenset[str]]:
         """host -> the map tasks whose shard that host's cache holds, for the SSH hosts among
         ``transports`` (a local host reads its input in place: nothing to place)."""
-        remotes = [(t.name, r) for t in transports if (r := remote_host(t)) is not None]
-        if not remotes:
-            return {}
         digests = {s.task: d for s in shards if (d := self.digest(s)) is not None}
         out: dict[str, frozenset[str]] = {}
-        for name, remote in remotes:
+        for t in transports:
             try:
-                have = remote.holds(set(digests.values()))
+                have = t.holds(set(digests.values()))
             except MapredError:  # lost meanwhile: its watch says so
                 continue
             tasks = frozenset(task for task, d in digests.items() if d in have)
             if tasks:
-                out[name] = tasks
+                out[t.name] = tasks
         return out
 
     def save(self, shards: Iterable[Shard]) -> None:

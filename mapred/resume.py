@@ -12,14 +12,20 @@ still there. Everything else runs again.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mapred import paths
-from mapred.errors import UsageError
+from mapred.errors import MapredError, UsageError
 from mapred.jobfiles import JobFiles
+from mapred.journal import journal_sums
 from mapred.shards import Shard
+from mapred.transport import Transport
+
+log = logging.getLogger("mapred")
 
 
 @dataclass(frozen=True)
@@ -124,3 +130,86 @@ def scratch_dirs(run_dir: Path) -> dict[str, str]:
     """host -> scratch directory of a run, from its journal."""
     return {ev["host"]: ev["path"] for ev in _events(run_dir)
             if ev.get("event") == "host_scratch"}
+
+
+# --- what hosts kept for earlier runs (the runner calls these) ------------------------------
+
+Reuse = dict[str, tuple[str, dict[int, list[str]]]]  # shard key -> (host, outputs)
+
+
+def adopt_kept(prev: Previous, transports: dict[str, Transport], lost: Collection[str]) -> Reuse:
+    """shard key -> (host, outputs) for the map outputs hosts kept for ``prev``.
+
+    Each host moves what it kept into this run's scratch; a task is reused only if every
+    one of its files is there with the size and sha256 it was committed with."""
+    committed = committed_maps(prev.run_dir)
+    old_scratch = scratch_dirs(prev.run_dir)
+    keys = {s["task"]: s.get("key") for s in prev.plan.get("shards", [])}
+    want = journal_sums(prev.run_dir)
+    out: Reuse = {}
+    for host, t in transports.items():
+        if host in lost or host not in old_scratch:
+            continue
+        try:
+            adopted = _adopted(t, prev.run_id, old_scratch[host])
+        except MapredError as e:
+            log.warning("host %s: cannot reuse the map outputs it kept: %s", host, e)
+            continue
+        if adopted is None:
+            continue  # it keeps nothing (local): its files were checked in place
+        moved, found = adopted
+        for task, (h, outputs) in committed.items():
+            runs = [p for ps in outputs.values() for p in ps]
+            if h == host and keys.get(task) and all(
+                    p in moved and p in want and tuple(want[p]) == found.get(moved[p])
+                    for p in runs):
+                out[str(keys[task])] = (host, {part: [moved[p] for p in ps]
+                                               for part, ps in outputs.items()})
+    return out
+
+
+def _adopted(t: Transport, run_id: str, old_scratch: str) -> \
+        tuple[dict[str, str], dict[str, tuple[int, str]]] | None:
+    """(old path -> new path, new path -> (size, sha256)) of what ``t`` kept for ``run_id``;
+    None if it keeps nothing."""
+    root, files = t.adopt(run_id)
+    if not root:
+        return None
+    old_map = old_scratch.rstrip("/") + "/map/"
+    moved = {old_map + rel: f"{root}/{rel}" for rel in files}
+    return moved, t.checksums(list(moved.values())) if moved else {}
+
+
+def forget_superseded(superseded: Path | None, transports: dict[str, Transport],
+                      lost: Collection[str]) -> None:
+    """After a success, remove the scratch an earlier unfinished run left for --resume."""
+    if superseded is None:
+        return
+    for host in scratch_dirs(superseded):
+        t = transports.get(host)
+        if t is not None and host not in lost:
+            t.forget_runs([superseded.name])
+
+
+def forget_abandoned(state: Path, previous: Previous | None,
+                     transports: dict[str, Transport], lost: Collection[str]) -> None:
+    """Drop map outputs hosts kept for runs that can no longer be resumed: runs of this state
+    dir that succeeded, or that a later run on the same output superseded."""
+    for t in transports.values():
+        if t.name in lost:
+            continue
+        garbage = [r for r in t.kept_runs if _abandoned(state, previous, r)]
+        if garbage:
+            t.forget_runs(garbage)
+
+
+def _abandoned(state: Path, previous: Previous | None, run_id: str) -> bool:
+    if previous is not None and run_id == previous.run_id:
+        return False
+    run_dir = paths.run_dir(state, run_id)
+    try:
+        plan = json.loads((run_dir / "plan.json").read_text())
+    except (OSError, ValueError):
+        return False  # not a run of this state dir: only its age removes it
+    found = find_previous(state, Path(plan.get("output_abs", "")))
+    return found is None or found[0].name != run_id

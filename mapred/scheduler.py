@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 MAP, REDUCE = "map", "reduce"
@@ -158,6 +158,7 @@ class Commit:
     attempt: str
     host: str
     counters: dict[str, int]
+    outputs: dict[int, list[str]] = field(default_factory=dict)  # a map's, by partition
 
 
 @dataclass(frozen=True)
@@ -167,14 +168,6 @@ class Cancel:
     slot: str
     attempt: str
     reason: str
-
-
-@dataclass(frozen=True)
-class Discard:
-    """Files of an attempt that will never be used; the runner removes them on ``host``."""
-
-    host: str
-    paths: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -190,10 +183,20 @@ class Finished:
 
 @dataclass(frozen=True)
 class Failed:
+    """A task failed ``max_attempts`` times: the run ends with its last attempt's error."""
+
     task: str
     host: str
     error: str
     detail: str | None
+    kind: str = field(default=MAP, compare=False)
+    failures: int = field(default=0, compare=False)
+    partition: int = field(default=-1, compare=False)
+
+
+@dataclass(frozen=True)
+class DeadlinePassed:
+    """The run's deadline (``Policy.deadline_at``) has passed (seen on a ``Tick``): it stops."""
 
 
 @dataclass(frozen=True)
@@ -203,7 +206,8 @@ class NoHosts:
 
 Event = (SlotReady | AttemptDone | AttemptFailed | SlotLost | HostLost | MapOutputLost | Tick
          | Preloaded | InputsCached)
-Instruction = (Assign | Commit | Cancel | Discard | ExcludeHost | Finished | Failed | NoHosts)
+Instruction = (Assign | Commit | Cancel | ExcludeHost | Finished | Failed | NoHosts
+               | DeadlinePassed)
 
 
 @dataclass(frozen=True)
@@ -215,6 +219,20 @@ class Policy:
     speculation: bool = True
     speculate_factor: float = 1.5
     speculate_min: float = 2.0  # seconds an attempt must run before it gets a backup
+    deadline_at: float | None = None  # on the events' clock: past it, the run stops
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What the run's summary takes from the scheduler."""
+
+    committed: dict[str, str] = field(default_factory=dict)  # attempt -> kind, per task
+    backups: int = 0
+    maps_rerun: int = 0
+
+    def tasks(self, kind: str) -> int:
+        """Tasks of ``kind`` committed."""
+        return sum(1 for k in self.committed.values() if k == kind)
 
 
 class Scheduler:
@@ -249,6 +267,18 @@ class Scheduler:
         """Whether ``attempt`` is a running attempt on ``slot`` (else its results are fenced)."""
         return self._current(slot, attempt) is not None
 
+    def stats(self) -> Stats:
+        return Stats({t.committed: t.kind for t in self.tasks.values() if t.committed},
+                     self.backups, self.maps_rerun)
+
+    def committed_output(self, name: str) -> Task | None:
+        """The committed map task one of whose output files is named ``name``, if any."""
+        task = self.tasks.get(name.split(".", 1)[0])
+        if task is None or task.state != "done" or not any(
+                p.endswith("/" + name) for ps in task.outputs.values() for p in ps):
+            return None
+        return task
+
     def usable_hosts(self) -> set[str]:
         known = self.hosts or {s.host for s in self.slots.values()}
         return known - self.lost_hosts - self.excluded
@@ -259,6 +289,10 @@ class Scheduler:
         self.now = max(self.now, now)
         if self.over:
             return []
+        deadline = self.policy.deadline_at
+        if isinstance(event, Tick) and deadline is not None and self.now > deadline:
+            self.over = True
+            return [DeadlinePassed()]
         out: list[Instruction] = []
         if isinstance(event, SlotReady):
             if event.host not in self.lost_hosts and event.host not in self.excluded:
@@ -307,7 +341,8 @@ class Scheduler:
         task.state, task.committed, task.host = "done", ev.attempt, slot.host
         task.outputs = dict(ev.outputs)
         task.seconds = self.now - self.started_at.get(ev.attempt, self.now)
-        out.append(Commit(task.id, task.kind, ev.attempt, slot.host, dict(ev.counters)))
+        out.append(Commit(task.id, task.kind, ev.attempt, slot.host, dict(ev.counters),
+                          dict(task.outputs)))
         for other, other_slot in list(task.running.items()):
             self._release(task, other)
             self.slots.pop(other_slot, None)  # its worker is replaced: a new SlotReady comes
@@ -324,7 +359,8 @@ class Scheduler:
         task.failed_on.add(host)
         if task.failures >= self.policy.max_attempts:
             self.over = True
-            out.append(Failed(task.id, host, error, detail))
+            out.append(Failed(task.id, host, error, detail, task.kind, task.failures,
+                              task.partition))
             return
         task.not_before = self.now + self._backoff(task)
         self.host_failed_tasks.setdefault(host, set()).add(task.id)
@@ -424,22 +460,17 @@ class Scheduler:
                 break
             # a retry goes to a host where the task has not failed yet, while there is one;
             # a reduce goes where most of its input already is
-            fits = [s for s in idle if self._fits(s, task, usable)]
+            fits = [s for s in idle if _fits(s, task, usable)]
             if not fits:
                 continue
             slot = fits[0]
             if kind == REDUCE and len(fits) > 1:
-                slot = max(fits, key=self._local_inputs(task))
+                slot = max(fits, key=_local_inputs(self.tasks.values(), task))
             idle.remove(slot)
             out.append(self._start(slot, task))
         if idle and self.policy.speculation and not any(
                 t.kind == kind and t.state == "pending" for t in self.tasks.values()):
             self._speculate(kind, idle, out)
-
-    @staticmethod
-    def _fits(slot: Slot, task: Task, usable: set[str]) -> bool:
-        """Whether ``slot`` may run ``task``: not where it failed, unless it failed everywhere."""
-        return slot.host not in task.failed_on or usable <= task.failed_on
 
     def _place_local(self, idle: list[Slot], pending: list[Task], usable: set[str],
                      out: list[Instruction]) -> list[Task]:
@@ -450,34 +481,12 @@ class Scheduler:
         left = list(pending)
         for slot in list(idle):
             task = next((t for t in left if slot.host in t.cached_on
-                         and self._fits(slot, t, usable)), None)
+                         and _fits(slot, t, usable)), None)
             if task is not None:
                 idle.remove(slot)
                 left.remove(task)
                 out.append(self._start(slot, task))
-        if not idle:
-            return left
-        slots: dict[str, int] = {}
-        for s in self.slots.values():
-            slots[s.host] = slots.get(s.host, 0) + 1
-        backlog: dict[str, int] = {}
-        for t in left:
-            for h in t.cached_on & usable:
-                backlog[h] = backlog.get(h, 0) + 1
-
-        def order(t: Task) -> float:
-            holders = t.cached_on & usable
-            return -max(backlog[h] / slots.get(h, 1) for h in holders) if holders else -1e18
-
-        return sorted(left, key=order)
-
-    def _local_inputs(self, task: Task) -> Callable[[Slot], int]:
-        """How many of the reduce ``task``'s input files a slot's host holds (ties: first slot)."""
-        held: dict[str, int] = {}
-        for m in self.tasks.values():
-            if m.kind == MAP and m.host is not None:
-                held[m.host] = held.get(m.host, 0) + len(m.outputs.get(task.partition, []))
-        return lambda slot: held.get(slot.host, 0)
+        return _backlog_order(left, self.slots.values(), usable) if idle else left
 
     def _speculate(self, kind: str, idle: list[Slot], out: list[Instruction]) -> None:
         done = [t.seconds for t in self.tasks.values() if t.kind == kind and t.state == "done"]
@@ -523,22 +532,58 @@ class Scheduler:
 
     def check_invariants(self) -> None:
         """Raise AssertionError if the state is inconsistent (used by the tests)."""
-        running: dict[str, str] = {}
-        for task in self.tasks.values():
-            assert (task.state == "running") == bool(task.running), task
-            running.update(task.running)
-            if task.state == "done":
-                assert task.committed is not None and task.host is not None, task
-            assert len(task.running) <= 2, task  # at most one backup
-        busy = {s.attempt: s.id for s in self.slots.values() if s.attempt is not None}
-        assert busy == running, (busy, running)
-        if any(t.kind == REDUCE and t.state == "running" for t in self.tasks.values()):
-            assert self.maps_done() or self.over, "a reduce ran before every map committed"
-        assert not any(s.host in self.excluded | self.lost_hosts for s in self.slots.values())
-        if not self.over:  # no slot is idle while a task it may run is pending
-            kind = MAP if not self.maps_done() else REDUCE
-            usable = self.usable_hosts()
-            for slot in self.slots.values():
-                assert slot.attempt is not None or not any(
-                    t.kind == kind and t.state == "pending" and t.not_before <= self.now
-                    and self._fits(slot, t, usable) for t in self.tasks.values()), slot
+        _check_invariants(self)
+
+
+def _fits(slot: Slot, task: Task, usable: set[str]) -> bool:
+    """Whether ``slot`` may run ``task``: not where it failed, unless it failed everywhere."""
+    return slot.host not in task.failed_on or usable <= task.failed_on
+
+
+def _backlog_order(left: list[Task], slots: Iterable[Slot], usable: set[str]) -> list[Task]:
+    """Pending map tasks in the order slots holding none of them should take them: inputs no
+    usable host holds first, then those of the hosts with the most held work left per slot."""
+    per_host: dict[str, int] = {}
+    for s in slots:
+        per_host[s.host] = per_host.get(s.host, 0) + 1
+    backlog: dict[str, int] = {}
+    for t in left:
+        for h in t.cached_on & usable:
+            backlog[h] = backlog.get(h, 0) + 1
+
+    def order(t: Task) -> float:
+        holders = t.cached_on & usable
+        return -max(backlog[h] / per_host.get(h, 1) for h in holders) if holders else -1e18
+
+    return sorted(left, key=order)
+
+
+def _local_inputs(tasks: Iterable[Task], task: Task) -> Callable[[Slot], int]:
+    """How many of the reduce ``task``'s input files a slot's host holds (ties: first slot)."""
+    held: dict[str, int] = {}
+    for m in tasks:
+        if m.kind == MAP and m.host is not None:
+            held[m.host] = held.get(m.host, 0) + len(m.outputs.get(task.partition, []))
+    return lambda slot: held.get(slot.host, 0)
+
+
+def _check_invariants(self: Scheduler) -> None:
+    running: dict[str, str] = {}
+    for task in self.tasks.values():
+        assert (task.state == "running") == bool(task.running), task
+        running.update(task.running)
+        if task.state == "done":
+            assert task.committed is not None and task.host is not None, task
+        assert len(task.running) <= 2, task  # at most one backup
+    busy = {s.attempt: s.id for s in self.slots.values() if s.attempt is not None}
+    assert busy == running, (busy, running)
+    if any(t.kind == REDUCE and t.state == "running" for t in self.tasks.values()):
+        assert self.maps_done() or self.over, "a reduce ran before every map committed"
+    assert not any(s.host in self.excluded | self.lost_hosts for s in self.slots.values())
+    if not self.over:  # no slot is idle while a task it may run is pending
+        kind = MAP if not self.maps_done() else REDUCE
+        usable = self.usable_hosts()
+        for slot in self.slots.values():
+            assert slot.attempt is not None or not any(
+                t.kind == kind and t.state == "pending" and t.not_before <= self.now
+                and _fits(slot, t, usable) for t in self.tasks.values()), slot

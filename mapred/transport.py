@@ -19,9 +19,10 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from mapred import paths
+from mapred.fetch import file_sum
 from mapred.jobfiles import JobFiles
 from mapred.shards import Shard
 
@@ -54,13 +55,25 @@ class Staged:
 
 
 class Transport(Protocol):
-    name: str
-    address: str  # where the host is reached, for the journal: "local", or the SSH host[:port]
-    cores: int
-    memory: int | None  # map-side memory budget for the whole host (hosts.toml), or None
-    # whether workers run in the scratch dir (SSH) or where mapred was started (local: paths
-    # the user gave may be relative to it)
-    workers_enter_scratch: bool
+    """One host of the run (read-only attributes: a transport may compute them)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def address(self) -> str:
+        """Where the host is reached, for the journal: "local", or the SSH host[:port]."""
+        ...
+    @property
+    def cores(self) -> int: ...
+    @property
+    def memory(self) -> int | None:
+        """Map-side memory budget for the whole host (hosts.toml), or None."""
+        ...
+    @property
+    def workers_enter_scratch(self) -> bool:
+        """Whether workers run in the scratch dir (SSH) or where mapred was started (local:
+        paths the user gave may be relative to it)."""
+        ...
 
     def start(self, run_id: str) -> None: ...
     def job_path(self, job: JobFiles) -> str:
@@ -81,11 +94,7 @@ class Transport(Protocol):
     def scratch(self) -> str: ...
     def close(self) -> None: ...
 
-
-class RemoteHost(Protocol):
-    """What a transport to a host that can be lost mid-run adds (``SSHTransport``); the runner
-    uses these when a transport has them (:func:`remote_host`), ``LocalTransport`` has none."""
-
+    # a host that can be lost mid-run (SSH); LocalTransport: never lost, keeps nothing
     def watch(self, on_lost: Callable[[str, str], None],
               on_flap: Callable[[str, str], None] | None = None) -> None:
         """Call ``on_lost(host, reason)`` once, from any thread, when the host is lost; before
@@ -105,7 +114,8 @@ class RemoteHost(Protocol):
         """Committed map attempt dirs, kept for ``--resume`` if the coordinator vanishes."""
         ...
     def adopt(self, run_id: str) -> tuple[str, dict[str, int]]:
-        """Take over what the host kept for ``run_id``: (dir, {relative path: size})."""
+        """Take over what the host kept for ``run_id``: (dir, {relative path: size}); the dir
+        is empty when the host keeps nothing (its files are checked in place)."""
         ...
     def forget_runs(self, run_ids: list[str]) -> None:
         """Remove what the host kept for these runs."""
@@ -118,11 +128,6 @@ class RemoteHost(Protocol):
         """Which of these shard digests the host's shard cache holds (as listed when the run
         started, plus what was staged since)."""
         ...
-
-
-def remote_host(t: object) -> RemoteHost | None:
-    """``t`` as a :class:`RemoteHost` if it is one, else None."""
-    return cast(RemoteHost, t) if callable(getattr(t, "watch", None)) else None
 
 
 class Delivery:
@@ -290,6 +295,45 @@ class LocalTransport:
     def remove(self, remote_paths: list[str]) -> None:
         for p in remote_paths:
             paths.remove(Path(p))
+
+    def watch(self, on_lost: Callable[[str, str], None],
+              on_flap: Callable[[str, str], None] | None = None) -> None:
+        pass  # this machine is never lost
+
+    def lose(self, reason: str) -> None:
+        pass
+
+    def probe(self, timeout: float = 0.0) -> bool:
+        return True
+
+    def checksums(self, remote_paths: list[str]) -> dict[str, tuple[int, str]]:
+        """(size, sha256) of the files that exist."""
+        out = {}
+        for p in remote_paths:
+            try:
+                out[p] = file_sum(Path(p))
+            except FileNotFoundError:
+                continue
+        return out
+
+    def keep(self, remote_dirs: list[str]) -> None:
+        pass  # the scratch dir (under the state dir) outlives a crash as it is
+
+    @property
+    def kept_runs(self) -> list[str]:
+        return []
+
+    def adopt(self, run_id: str) -> tuple[str, dict[str, int]]:
+        return "", {}  # an earlier run's outputs are checked where they lie (resume.load)
+
+    def forget_runs(self, run_ids: list[str]) -> None:
+        """Remove the scratch dirs these runs left under the scratch root."""
+        if self.scratch_root is not None:
+            for run_id in run_ids:
+                shutil.rmtree(self.scratch_root / run_id, ignore_errors=True)
+
+    def holds(self, digests: set[str]) -> set[str]:
+        return set()  # input is read in place: no shard cache
 
     def close(self) -> None:
         for w in self.workers:

@@ -42,6 +42,9 @@ class FakeRemote:
 class FakeLocal:
     name = "local"
 
+    def holds(self, digests: set[str]) -> set[str]:
+        return set()  # as LocalTransport: no shard cache
+
 
 def test_digests_computed_in_one_run_are_known_to_the_next(tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch):

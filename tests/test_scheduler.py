@@ -509,3 +509,26 @@ def test_random_cached_inputs_keep_invariants_and_prefer_holders():
         assert h.sched.over and isinstance(h.out[-1], s.Finished), (seed, h.out[-3:])
         commits = {i.task for i in h.out if isinstance(i, s.Commit)}
         assert commits == set(h.sched.tasks), seed
+
+
+def test_failed_carries_the_counts_the_error_message_needs():
+    h = Harness(maps=1, reducers=1, max_attempts=1)
+    a = h.assigns(h.feed(s.SlotReady("h/0", "h")))[0]
+    (failed,) = h.feed(s.AttemptFailed("h/0", a.attempt, "boom"))
+    assert isinstance(failed, s.Failed)
+    assert (failed.kind, failed.failures, failed.partition) == (s.MAP, 1, -1)
+
+
+def test_commit_carries_the_map_outputs():
+    h = Harness(maps=1, reducers=1)
+    a = h.assigns(h.feed(s.SlotReady("h/0", "h")))[0]
+    (commit,) = [i for i in h.done(a) if isinstance(i, s.Commit)]
+    assert commit.outputs == {0: [f"{a.attempt}/p0"], 1: [f"{a.attempt}/p1"]}
+
+
+def test_the_deadline_stops_the_run_on_the_first_tick_past_it():
+    h = Harness(maps=2, reducers=1, deadline_at=150.0)
+    assert h.assigns(h.feed(s.SlotReady("h/0", "h")))  # at 100: before it
+    assert h.feed(s.Preloaded("m00001", "h", {}), dt=100) == []  # only a Tick checks the time
+    assert h.feed(s.Tick(), dt=1) == [s.DeadlinePassed()]
+    assert h.feed(s.Tick()) == []  # over
