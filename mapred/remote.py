@@ -2,7 +2,7 @@
 
 One host, one paramiko connection (fabric ``Connection`` built from the resolved
 :class:`~mapred.sshconfig.SSHTarget` only, host keys checked against its known_hosts files) carrying
-many channels: the host agent (``python -m mapred.fetch agent``: scratch dir, shuffle daemon,
+many channels: the host agent (``python -m mapred.agent``: scratch dir, shuffle daemon,
 cleanup), one channel per worker (``python -m mapred.worker``), relay port forwards. Bytes (shards,
 part files) travel with rsync over OpenSSH, multiplexed over one OpenSSH master connection per host,
 with the very same options (:func:`~mapred.sshconfig.ssh_command_args`).
@@ -17,7 +17,7 @@ with the very same options (:func:`~mapred.sshconfig.ssh_command_args`).
   read only, on the address the laptop reaches the host by); reducers fetch from mapper hosts
   themselves (:mod:`mapred.fetch`). ``relay``: daemons listen on the host's loopback only and a
   reducer reaches them through an SSH remote port forward bridged by the laptop.
-* Nothing of a run outlives it on a host: see :mod:`mapred.fetch` for the agent's cleanup on stop,
+* Nothing of a run outlives it on a host: see :mod:`mapred.agent` for the agent's cleanup on stop,
   end of input or silence; worker channels end with the connection.
 * A host is **lost** — once, for the rest of the run — when its agent stays silent for
   ``DEAD_AFTER`` seconds (a cut link, a frozen or overloaded host: paramiko alone would wait on a
@@ -52,8 +52,11 @@ from pathlib import Path
 from typing import Any
 
 from mapred import __version__, diagnose, jobfiles, paths
+from mapred.agent import COMMAND as AGENT_COMMAND
+from mapred.agentfs import TOKEN_ENV
 from mapred.errors import ConfigError, JobError, NoHostsError
 from mapred.hosts import Host, resolve_ssh, rsync_remote, ssh_command_args
+from mapred.modes import DIRECT, RELAY, SHUFFLE_MODES, UMASK_ENV, umask_env
 from mapred.shards import Shard
 from mapred.sshconfig import (
     DEFAULT_SSH_PORT,
@@ -99,7 +102,7 @@ STDERR_TAIL = 64 * 1024
 
 
 class AgentChannel:
-    """The laptop side of ``python -m mapred.fetch agent``: requests, replies, liveness."""
+    """The laptop side of ``python -m mapred.agent``: requests, replies, liveness."""
 
     def __init__(self, chan: Any, label: str, command: str) -> None:
         self.chan, self.label, self.command = chan, label, command
@@ -407,20 +410,6 @@ class ShuffleGroup:
         return sorted(found, key=lambda m: digest not in getattr(m, "_verified", ()))
 
 
-_GROUP: ShuffleGroup | None = None
-_GROUP_LOCK = threading.Lock()
-
-
-def _current_group() -> ShuffleGroup:
-    """The process's group; a fresh one (new secret) once every member of the last one closed."""
-    global _GROUP
-    with _GROUP_LOCK:
-        if _GROUP is None or (_GROUP.used and not _GROUP.members):
-            _GROUP = ShuffleGroup()
-        return _GROUP
-
-
-
 # --- the transport ----------------------------------------------------------------------------
 
 
@@ -435,12 +424,12 @@ class SSHTransport:
     workers_enter_scratch = True  # relative writes of user code land in the run's scratch dir
 
     def __init__(self, host: Host, *, run_state_dir: Path, accept_new_host_keys: bool = False,
-                 shuffle: str = "direct", group: ShuffleGroup | None = None,
+                 shuffle: str = DIRECT, group: ShuffleGroup | None = None,
                  ssh_config: Path | None = None, transfer_threads: int = TRANSFER_THREADS,
                  connect_timeout: float | None = None, prespawn: bool = PRESPAWN) -> None:
         if host.local:
             raise ValueError(f"host {host.name!r} is local: use LocalTransport")
-        if shuffle not in ("direct", "relay"):
+        if shuffle not in SHUFFLE_MODES:
             raise ConfigError(f"shuffle must be 'direct' or 'relay', not {shuffle!r}")
         self.host, self.name, self.memory = host, host.name, host.memory
         self.target = resolve_ssh(host, ssh_config)
@@ -448,10 +437,10 @@ class SSHTransport:
         self.connect_timeout = connect_timeout or self.target.connect_timeout  # hosts.toml's
         self.prespawn = prespawn
         self.log_dir = Path(run_state_dir) / "logs"
-        self.group = group or _current_group()
+        self.group = group or ShuffleGroup()
         self.group.join(self)
         self.token = secrets.token_urlsafe(12)
-        self.umask = _current_umask()
+        self.umask = umask_env()
         self.stats = {"shards_sent": 0, "shards_cached": 0, "shards_pulled": 0, "bytes_sent": 0,
                       "collected": 0}
         self.run_id = ""
@@ -508,7 +497,7 @@ class SSHTransport:
             self._info = info
             self._cached = set(info.get("cache", []))
             self._jobs = set(info.get("jobs", []))
-            if self.shuffle == "direct":
+            if self.shuffle == DIRECT:
                 self.group.admit(self)
             threading.Thread(target=self._watch, daemon=True, name=f"watch-{self.name}").start()
             self._setup.set_result(None)
@@ -619,7 +608,7 @@ class SSHTransport:
         return conn.transport.open_session(timeout=REQUEST_TIMEOUT)
 
     def _start_agent(self) -> AgentChannel:
-        command = f"exec {shlex.quote(self.host.python)} -m mapred.fetch agent"
+        command = f"exec {shlex.quote(self.host.python)} {AGENT_COMMAND}"
         chan = self._open_session()
         chan.exec_command(command)
         agent = AgentChannel(chan, self.name, command)
@@ -892,7 +881,7 @@ class SSHTransport:
     def _pull_from_peer(self, digest: str) -> SSHTransport | None:
         """Direct mode: copy a shard another host of the run has cached, host to host; the
         host it came from, or None."""
-        if self.shuffle != "direct":
+        if self.shuffle != DIRECT:
             return None
         for peer in self.group.holders(digest, exclude=self):
             daemon = peer._info.get("daemon")
@@ -973,7 +962,7 @@ class SSHTransport:
             rel = os.path.relpath(path, daemon["root"])
             if rel.startswith(".."):
                 raise JobError(f"map output {path} on host {host} is outside its run's map dir")
-            if self.shuffle == "relay":
+            if self.shuffle == RELAY:
                 where = f"127.0.0.1:{self._relay_port(peer)}"
             else:
                 addr = daemon["address"]
@@ -1021,7 +1010,7 @@ class SSHTransport:
 
     def _launch_worker(self, index: int) -> SSHWorker:
         q = shlex.quote  # the worker enters the run's scratch dir when its init comes
-        command = (f"MAPRED_TOKEN={q(self.token)} MAPRED_UMASK={q(self.umask)} "
+        command = (f"{TOKEN_ENV}={q(self.token)} {UMASK_ENV}={q(self.umask)} "
                    f"exec {q(self.host.python)} -m mapred.worker")
 
         def open_chan() -> Any:
@@ -1155,13 +1144,7 @@ def _sweep_local_tmp() -> None:
             continue
 
 
-def _current_umask() -> str:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return oct(mask)
-
-
-def open_transports(hosts: Iterable[Host], *, run_state_dir: Path, shuffle: str = "direct",
+def open_transports(hosts: Iterable[Host], *, run_state_dir: Path, shuffle: str = DIRECT,
                     accept_new_host_keys: bool = False,
                     ssh_config: Path | None = None) -> list[SSHTransport]:
     """SSH transports for the remote ``hosts``, connected in parallel.
