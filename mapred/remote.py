@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import atexit
 import base64
-import json
 import logging
 import os
 import re
@@ -53,15 +52,15 @@ from typing import Any
 
 from mapred import __version__, diagnose, jobfiles, paths
 from mapred.agent import COMMAND as AGENT_COMMAND
+from mapred.agentclient import AgentChannel
 from mapred.agentfs import TOKEN_ENV
 from mapred.errors import ConfigError, JobError, NoHostsError
 from mapred.hosts import Host, resolve_ssh, rsync_remote, ssh_command_args
 from mapred.modes import DIRECT, RELAY, SHUFFLE_MODES, UMASK_ENV, umask_env
 from mapred.shards import Shard
+from mapred.shuffle import ShuffleGroup, _bridge
 from mapred.sshconfig import (
     DEFAULT_SSH_PORT,
-    SERVER_ALIVE_COUNT_MAX,
-    SERVER_ALIVE_INTERVAL,
 )
 from mapred.sshconnect import (
     REQUEST_TIMEOUT,
@@ -72,342 +71,47 @@ from mapred.sshconnect import (
     _reason,
     connect,
 )
+from mapred.sshdefaults import (  # every default, re-exported: mapred.remote.X still works
+    AGENT_START_TIMEOUT,
+    ALLOW_TIMEOUT,
+    DEAD_AFTER,
+    FLAP_LIMIT,
+    FLAP_SILENCE,
+    FLAP_WINDOW,
+    PRESPAWN,
+    RSYNC_TIMEOUT,
+    STDERR_TAIL,
+    STOP_TIMEOUT,
+    TRANSFER_THREADS,
+    VERIFY_TIMEOUT,
+    WATCH_SECONDS,
+)
+from mapred.sshworker import SSHWorker, _DeadWorker
 from mapred.staging import check_unchanged, shard_digest, shard_pieces, stage_shard
-from mapred.transport import Delivery, OnMessage, Staged
+from mapred.transport import OnMessage, Staged
+
+__all__ = [
+    "AgentChannel",
+    "SSHTransport",
+    "SSHWorker",
+    "ShuffleGroup",
+    "open_transports",
+    "AGENT_START_TIMEOUT",
+    "ALLOW_TIMEOUT",
+    "DEAD_AFTER",
+    "FLAP_LIMIT",
+    "FLAP_SILENCE",
+    "FLAP_WINDOW",
+    "PRESPAWN",
+    "RSYNC_TIMEOUT",
+    "STDERR_TAIL",
+    "STOP_TIMEOUT",
+    "TRANSFER_THREADS",
+    "VERIFY_TIMEOUT",
+    "WATCH_SECONDS",
+]
 
 log = logging.getLogger("mapred")
-
-# --- every default of the SSH transport, in one place ----------------------------------------
-
-PRESPAWN = True  # start a worker (and its numba import) as soon as the host is connected
-AGENT_START_TIMEOUT = 30.0  # seconds for the agent to report (python start, mkdir, daemon)
-# A host whose agent (heartbeat every second) is silent this long is lost: a cut link is noticed
-# within DEAD_AFTER + WATCH_SECONDS, inside OpenSSH's own ServerAlive limit (15 s) used by rsync.
-DEAD_AFTER = float(min(10, SERVER_ALIVE_INTERVAL * SERVER_ALIVE_COUNT_MAX))
-WATCH_SECONDS = 0.5  # how often the liveness of each host is checked (and its agent pinged)
-# A host whose agent went silent for FLAP_SILENCE seconds and came back, FLAP_LIMIT times within
-# FLAP_WINDOW seconds, is flapping (a link going down and up): the runner excludes it.
-FLAP_SILENCE = 3.0
-FLAP_LIMIT = 3
-FLAP_WINDOW = 60.0
-VERIFY_TIMEOUT = 120.0  # hashing a shard or an attempt's map outputs on the host
-ALLOW_TIMEOUT = 10.0  # a member's agent rewriting its daemon's hosts allow
-STOP_TIMEOUT = 10.0  # waiting for the agent's cleanup at the end of a run
-RSYNC_TIMEOUT = 60  # rsync --timeout: seconds without I/O
-TRANSFER_THREADS = 2  # concurrent shard transfers per host
-STDERR_TAIL = 64 * 1024
-
-
-# --- the agent channel ------------------------------------------------------------------------
-
-
-class AgentChannel:
-    """The laptop side of ``python -m mapred.agent``: requests, replies, liveness."""
-
-    def __init__(self, chan: Any, label: str, command: str) -> None:
-        self.chan, self.label, self.command = chan, label, command
-        self._stderr_done = threading.Event()
-        self.started: Future[dict[str, Any]] = Future()
-        self.bye = threading.Event()
-        self.closed = threading.Event()
-        self.last_seen = time.monotonic()
-        self.dropouts: list[float] = []  # when a line came after FLAP_SILENCE s of silence
-        self._replies: dict[int, Future[dict[str, Any]]] = {}
-        self._ids = 0
-        self._lock = threading.Lock()
-        self._stderr = bytearray()
-        threading.Thread(target=self._read, daemon=True, name=f"agent-{label}").start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-
-    def _read(self) -> None:
-        try:
-            for line in self.chan.makefile("rb"):
-                t = time.monotonic()
-                if t - self.last_seen > FLAP_SILENCE and self.started.done():  # (not a slow start)
-                    log.debug("host %s: back after %.1fs of silence", self.label,
-                              t - self.last_seen)
-                    self.dropouts.append(t)
-                self.last_seen = t
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
-                self._dispatch(msg)
-        except Exception:  # noqa: BLE001,S110 - the connection died: handled below
-            pass
-        self._stderr_done.wait(2.0)
-        self.chan.status_event.wait(2.0)  # the exit status may come just after the output ends
-        code = self.chan.recv_exit_status() if self.chan.exit_status_ready() else None
-        self.closed.set()
-        err = RemoteError(self.label, self.command, code, self.stderr(), why="ended")
-        if not self.started.done():
-            self.started.set_exception(err)
-        for fut in list(self._replies.values()):
-            if not fut.done():
-                fut.set_exception(err)
-
-    def _read_stderr(self) -> None:
-        try:
-            for chunk in iter(lambda: self.chan.recv_stderr(4096), b""):
-                self._stderr += chunk
-                del self._stderr[:-STDERR_TAIL]
-        except Exception:  # noqa: BLE001,S110 - ends with the channel
-            pass
-        self._stderr_done.set()
-
-    def stderr(self) -> str:
-        return self._stderr.decode("utf-8", "replace")
-
-    def _dispatch(self, msg: dict[str, Any]) -> None:
-        ev = msg.get("ev")
-        if ev == "started" and not self.started.done():
-            self.started.set_result(msg)
-        elif ev == "start_failed" and not self.started.done():
-            self.started.set_exception(RemoteError(self.label, "starting the mapred agent",
-                                                   None, str(msg.get("error")), why="failed"))
-        elif ev == "reply":
-            fut = self._replies.pop(int(msg.get("id") or 0), None)
-            if fut is not None:
-                fut.set_result(msg)
-        elif ev == "bye":
-            self.bye.set()
-
-    def send(self, msg: dict[str, Any]) -> None:
-        data = (json.dumps(msg) + "\n").encode()
-        with self._lock:
-            try:
-                self.chan.sendall(data)
-            except Exception:  # noqa: BLE001,S110 - the reader reports the end
-                pass
-
-    def request(self, op: str, *, wait: bool = False, timeout: float = REQUEST_TIMEOUT,
-                give_up: Callable[[], str | None] | None = None,
-                **fields: Any) -> dict[str, Any]:
-        """Send a request; with ``wait``, its reply (raises RemoteError on error or timeout, or
-        as soon as ``give_up()`` returns a reason)."""
-        msg: dict[str, Any] = {"op": op, **fields}
-        fut: Future[dict[str, Any]] | None = None
-        if wait:
-            with self._lock:
-                self._ids += 1
-                msg["id"] = self._ids
-                fut = Future()
-                self._replies[self._ids] = fut
-        self.send(msg)
-        if fut is None:
-            return {}
-        if self.closed.is_set() and not fut.done():  # the reader is gone: no reply will come
-            raise RemoteError(self.label, f"agent request {op!r}", None, why="failed: agent ended")
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                reply = fut.result(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
-                break
-            except TimeoutError:
-                why = give_up() if give_up is not None else None
-                if why is None and time.monotonic() >= deadline:
-                    why = f"got no answer in {timeout:g}s"
-                if why is not None:
-                    with self._lock:
-                        self._replies.pop(int(msg["id"]), None)
-                    raise RemoteError(self.label, f"agent request {op!r}", None,
-                                      why=why) from None
-        if reply.get("error"):
-            raise RemoteError(self.label, f"agent request {op!r}", None, str(reply["error"]))
-        return reply
-
-    def stop(self, timeout: float) -> None:
-        self.send({"op": "stop"})
-        deadline = time.monotonic() + timeout
-        while not self.closed.is_set() and time.monotonic() < deadline:  # (an agent that never
-            if self.bye.wait(0.05):  # started, or died, says no bye: waiting is for nothing)
-                break
-        try:
-            self.chan.shutdown_write()
-            self.chan.close()
-        except Exception:  # noqa: BLE001,S110 - already gone
-            pass
-
-
-# --- workers ----------------------------------------------------------------------------------
-
-
-class SSHWorker:
-    """A ``python -m mapred.worker`` on a host: JSON lines over one SSH channel.
-
-    The channel is opened on a thread of its own (``open_chan``), so starting a worker never
-    blocks the coordinator, even on a host that stopped answering; what is sent before the channel
-    is open waits for it. When the channel ends because the host's connection died, the host is
-    declared lost before this worker's exit is delivered.
-    """
-
-    def __init__(self, slot: str, log_path: Path, owner: SSHTransport,
-                 open_chan: Callable[[], Any]) -> None:
-        self.slot, self.owner = slot, owner
-        self.chan: Any = None
-        self.pid: int | None = None
-        self.ended = threading.Event()
-        self._tail = bytearray()
-        self._lock = threading.Lock()
-        self._deliver = Delivery(slot)
-        self.attach = self._deliver.attach
-        self._unsent: list[bytes] | None = []  # until the channel is open
-        self._closing = False
-        self.log = log_path  # the worker's stderr and print() output, copied here
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed when the channel ends
-        self._stderr_done = threading.Event()
-        threading.Thread(target=self._start, args=(open_chan,), daemon=True,
-                         name=f"worker-{slot}").start()
-
-    def _start(self, open_chan: Callable[[], Any]) -> None:
-        try:
-            chan = open_chan()
-        except Exception as e:  # noqa: BLE001 - reported as the worker's exit
-            self.note(f"cannot start the worker: {_reason(e)}\n".encode())
-            self._stderr_done.set()
-            self._finish()
-            return
-        with self._lock:
-            self.chan = chan
-            unsent, self._unsent = self._unsent or [], None
-            try:
-                for data in unsent:
-                    chan.sendall(data)
-            except Exception:  # noqa: BLE001,S110 - the exit is reported by _pump
-                pass
-        if self._closing:
-            self.close()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-        self._pump()
-
-    def _pump(self) -> None:
-        try:
-            for line in self.chan.makefile("rb"):
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
-                if msg.get("ev") == "ready":
-                    self.pid = msg.get("pid")
-                self._deliver(msg)
-        except Exception:  # noqa: BLE001,S110 - the channel died: reported as an exit
-            pass
-        self._stderr_done.wait(2.0)
-        self._finish()
-
-    def _finish(self) -> None:
-        self.owner._check_connection(self.chan)  # a dead connection: the host is lost first
-        self._log.close()
-        self.ended.set()
-        self._deliver(None)
-
-    def _read_stderr(self) -> None:
-        try:
-            for chunk in iter(lambda: self.chan.recv_stderr(4096), b""):
-                self.note(chunk)
-        except Exception:  # noqa: BLE001,S110 - ends with the channel
-            pass
-        self._stderr_done.set()
-
-    def note(self, data: bytes) -> None:
-        """Add to the stderr record (the log file and the tail shown in errors)."""
-        self._tail += data
-        del self._tail[:-STDERR_TAIL]
-        try:
-            self._log.write(data)
-            self._log.flush()
-        except (OSError, ValueError):
-            pass
-
-    def send(self, msg: dict[str, Any]) -> None:
-        data = (json.dumps(msg) + "\n").encode()
-        with self._lock:
-            if self._unsent is not None:
-                self._unsent.append(data)
-                return
-            try:
-                self.chan.sendall(data)
-            except Exception:  # noqa: BLE001,S110 - the exit is reported by _pump
-                pass
-
-    def kill(self) -> None:
-        if self.pid is not None:
-            self.owner.agent_request("kill", pids=[self.pid])
-        self.close()
-
-    def close(self) -> None:
-        """End the worker's stdin (it exits and cleans up) and the channel."""
-        with self._lock:
-            self._closing = True
-            chan = self.chan
-        if chan is None:
-            return  # closed as soon as it opens
-        try:
-            chan.shutdown_write()
-            chan.close()
-        except Exception:  # noqa: BLE001,S110 - already closed
-            pass
-
-    def stderr_tail(self, lines: int = 20) -> str:
-        text = self._tail.decode("utf-8", "replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-
-# --- shuffle peers ----------------------------------------------------------------------------
-
-
-class ShuffleGroup:
-    """The transports of one job: they find each other's shuffle daemons; one per-job secret."""
-
-    def __init__(self) -> None:
-        self.secret = secrets.token_hex(32)
-        self.members: dict[str, SSHTransport] = {}
-        self.used = False
-        self.lock = threading.Lock()
-        self.sums: dict[tuple[str, str], tuple[int, str]] = {}  # (host, map output) -> size, sha
-        self.addresses: set[str] = set()  # of the admitted members' hosts
-        self.admitted: list[SSHTransport] = []
-        self.admit_lock = threading.RLock()  # (a peer lost while admitting leaves)
-
-    def join(self, t: SSHTransport) -> None:
-        with self.lock:
-            self.members[t.name] = t
-            self.used = True
-
-    def admit(self, t: SSHTransport) -> None:
-        """Direct shuffle: before ``t`` is used, every member's daemon (``t``'s too) accepts
-        connections from the addresses of every admitted member's host, and from no others."""
-        with self.admit_lock:  # one at a time: each member ends with the whole set
-            self.addresses.update(str(a) for a in t._info.get("addresses", []))
-            everyone = sorted(self.addresses)
-            t.agent_request("allow", wait=True, addresses=everyone)
-            for m in self.admitted:
-                try:
-                    m.agent_request("allow", wait=True, timeout=ALLOW_TIMEOUT, addresses=everyone)
-                except (JobError, NoHostsError) as e:  # lost meanwhile: its watch says so
-                    log.info("host %s: not told about %s: %s", m.name, t.name, e)
-            self.admitted.append(t)
-
-    def leave(self, t: SSHTransport) -> None:
-        with self.lock:
-            if self.members.get(t.name) is t:
-                del self.members[t.name]
-        with self.admit_lock:
-            if t in self.admitted:
-                self.admitted.remove(t)
-
-    def peer(self, name: str) -> SSHTransport | None:
-        with self.lock:
-            return self.members.get(name)
-
-    def holders(self, digest: str, exclude: SSHTransport) -> list[SSHTransport]:
-        """Members other than ``exclude``, not lost, that have the shard ``digest`` cached (the
-        receiving host checks the copy; verified copies first)."""
-        with self.lock:
-            members = list(self.members.values())
-        found = [m for m in members if m is not exclude and getattr(m, "_lost", None) is None
-                 and digest in m._cached]
-        return sorted(found, key=lambda m: digest not in getattr(m, "_verified", ()))
 
 
 # --- the transport ----------------------------------------------------------------------------
@@ -1075,55 +779,6 @@ class SSHTransport:
                 "host %s: shards sent %d (%d bytes), already cached %d, copied from "
                 "another host %d; part files collected %d", self.name, s["shards_sent"],
                  s["bytes_sent"], s["shards_cached"], s["shards_pulled"], s["collected"])
-
-
-class _DeadWorker:
-    """Stands for a worker that cannot start because its host is lost: it exits at once."""
-
-    def __init__(self, slot: str, reason: str, on_message: OnMessage) -> None:
-        self.slot, self.reason = slot, reason
-        timer = threading.Timer(0.1, on_message, args=(slot, None))
-        timer.daemon = True
-        timer.start()
-
-    def send(self, msg: dict[str, Any]) -> None:
-        pass
-
-    def kill(self) -> None:
-        pass
-
-    def stderr_tail(self, lines: int = 20) -> str:
-        return self.reason
-
-
-def _bridge(chan: Any, peer: SSHTransport) -> None:
-    """Relay shuffle: copy bytes between a forwarded channel and peer's daemon, both ways."""
-    daemon = peer._info["daemon"]
-    try:
-        other = peer._conns[0].transport.open_channel(
-            "direct-tcpip", (daemon["address"], int(daemon["port"])), ("127.0.0.1", 0),
-            timeout=REQUEST_TIMEOUT)
-    except Exception:  # noqa: BLE001 - the fetch fails and says so
-        chan.close()
-        return
-
-    def pump(src: Any, dst: Any) -> None:
-        try:
-            for chunk in iter(lambda: src.recv(1 << 16), b""):
-                dst.sendall(chunk)
-        except Exception:  # noqa: BLE001,S110 - either side closed
-            pass
-        try:
-            dst.shutdown_write()
-        except Exception:  # noqa: BLE001,S110
-            pass
-
-    t = threading.Thread(target=pump, args=(other, chan), daemon=True)
-    t.start()
-    pump(chan, other)
-    t.join(RSYNC_TIMEOUT * 2)
-    chan.close()
-    other.close()
 
 
 TMP_PREFIX = "mapred-ssh-"
