@@ -36,7 +36,6 @@ import atexit
 import base64
 import logging
 import os
-import re
 import secrets
 import shlex
 import shutil
@@ -44,7 +43,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -53,12 +51,12 @@ from typing import Any
 from mapred import __version__, diagnose, jobfiles, paths
 from mapred.agent import COMMAND as AGENT_COMMAND
 from mapred.agentclient import AgentChannel
-from mapred.agentfs import TOKEN_ENV
+from mapred.agentrequests import AgentRequestsMixin
 from mapred.errors import ConfigError, JobError, NoHostsError
-from mapred.hosts import Host, resolve_ssh, rsync_remote, ssh_command_args
-from mapred.modes import DIRECT, RELAY, SHUFFLE_MODES, UMASK_ENV, umask_env
-from mapred.shards import Shard
-from mapred.shuffle import ShuffleGroup, _bridge
+from mapred.hosts import Host, resolve_ssh, rsync_remote
+from mapred.modes import DIRECT, SHUFFLE_MODES, umask_env
+from mapred.relay import RelayMixin
+from mapred.shuffle import ShuffleGroup
 from mapred.sshconfig import (
     DEFAULT_SSH_PORT,
 )
@@ -86,9 +84,11 @@ from mapred.sshdefaults import (  # every default, re-exported: mapred.remote.X 
     VERIFY_TIMEOUT,
     WATCH_SECONDS,
 )
-from mapred.sshworker import SSHWorker, _DeadWorker
-from mapred.staging import check_unchanged, shard_digest, shard_pieces, stage_shard
-from mapred.transport import OnMessage, Staged
+from mapred.sshliveness import LivenessMixin
+from mapred.sshmaster import MasterMixin
+from mapred.sshstaging import StagingMixin
+from mapred.sshworker import SSHWorker
+from mapred.sshworkers import WorkersMixin
 
 __all__ = [
     "AgentChannel",
@@ -117,7 +117,7 @@ log = logging.getLogger("mapred")
 # --- the transport ----------------------------------------------------------------------------
 
 
-class SSHTransport:
+class SSHTransport(MasterMixin, LivenessMixin, AgentRequestsMixin, StagingMixin, RelayMixin, WorkersMixin):
     """One LAN host reached over SSH; implements ``mapred.transport.Transport``.
 
     Construction resolves the host through ``~/.ssh/config`` (or ``ssh_config``) and starts
@@ -245,55 +245,6 @@ class SSHTransport:
         if self._lost is not None:
             raise HostUnusable(self._lost)
 
-    def _ssh_args(self) -> list[str]:
-        return ssh_command_args(self.target, accept_new_host_keys=self.accept_new)
-
-    @property
-    def _ctl_opt(self) -> str:
-        return self._ctl.replace("%", "%%")
-
-    def _mux_options(self) -> list[str]:
-        return ["-o", "ControlMaster=no", "-o", f"ControlPath={self._ctl_opt}"]
-
-    def _rsh(self) -> str:
-        return " ".join(shlex.quote(a) for a in ["ssh", *self._ssh_args(), *self._mux_options()])
-
-    def _start_master(self) -> subprocess.Popen[bytes]:
-        """The OpenSSH master rsync multiplexes over, tied to this process: a shell holds it
-        and kills it when its stdin (our pipe) closes, so it cannot outlive us, even kill -9."""
-        argv = [*self._ssh_args(), "-o", "ControlMaster=yes", "-o", f"ControlPath={self._ctl_opt}",
-                "-o", "ControlPersist=no", "-N", self.target.hostname]
-        script = 'ssh "$@" </dev/null & trap "kill $! 2>/dev/null" EXIT HUP TERM; read _'
-        with open(self._tmp / "master.log", "wb") as err:
-            return subprocess.Popen(["sh", "-c", script, "mapred-ssh-master", *argv],
-                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                    stderr=err)
-
-    def _wait_master(self) -> None:
-        """Before the first rsync: the master is up (or failed, and rsync connects alone)."""
-        with self._master_lock:
-            if self._master is None or self._master_checked:
-                return
-            self._master_checked = True
-            deadline = time.monotonic() + self.connect_timeout + 5
-            while not os.path.exists(self._ctl) and time.monotonic() < deadline:
-                time.sleep(0.01)
-        if not os.path.exists(self._ctl):  # not fatal: rsync then connects on its own
-            why = (self._tmp / "master.log").read_text(errors="replace").strip()[-300:]
-            log.warning("host %s: no shared OpenSSH connection for rsync (%s)", self.name,
-                        why or "not up in time")
-
-    def _stop_master(self) -> None:
-        master = self._master
-        if master is None:
-            return
-        try:
-            assert master.stdin is not None
-            master.stdin.close()
-            master.wait(timeout=5)
-        except (OSError, subprocess.TimeoutExpired):
-            master.kill()
-
     def _open_session(self) -> Any:
         """A new channel, on a further connection if sshd's MaxSessions is reached."""
         import paramiko
@@ -320,164 +271,9 @@ class SSHTransport:
                     "secret": self.group.secret, "shuffle": self.shuffle})
         return agent
 
-    def _watch(self) -> None:
-        """Ping the agent; a host silent for DEAD_AFTER seconds is lost (its workers end); one
-        that keeps going silent for a few seconds and coming back is flapping."""
-        agent = self._agent
-        assert agent is not None
-        counted = 0  # dropouts seen so far
-        while not self._closed and self._lost is None:
-            time.sleep(WATCH_SECONDS)
-            if self._closed:
-                return
-            now = time.monotonic()
-            silent = now - agent.last_seen
-            if agent.closed.is_set() or silent > DEAD_AFTER:
-                why = "its agent ended (connection closed)" if agent.closed.is_set() else \
-                    f"no answer for {silent:.1f}s"
-                self._lose(f"host {self.name} lost: {why}")
-                return
-            if len(agent.dropouts) > counted:
-                counted = len(agent.dropouts)
-                recent = [t for t in agent.dropouts if now - t < FLAP_WINDOW]
-                if len(recent) >= FLAP_LIMIT:
-                    self._flapping(f"host {self.name} keeps dropping out: silent for "
-                                   f"{FLAP_SILENCE:g}s or more {len(recent)} times in "
-                                   f"{now - recent[0] + FLAP_SILENCE:.0f}s")
-            agent.send({"op": "ping"})
-
-    def _flapping(self, reason: str) -> None:
-        log.debug("%s", reason)
-        for callback in list(self._on_flap):
-            callback(self.name, reason)
-
-    def watch(self, on_lost: Callable[[str, str], None],
-              on_flap: Callable[[str, str], None] | None = None) -> None:
-        """Call ``on_lost(host, reason)`` once when this host is lost (at once if it is), and
-        ``on_flap(host, reason)`` each time it comes back from a silence that makes it flapping
-        (the caller decides what to do: it may be the last host)."""
-        if on_flap is not None:
-            self._on_flap.append(on_flap)
-        with self._lost_lock:
-            self._on_lost.append(on_lost)
-            lost = self._lost
-        if lost is not None:
-            on_lost(self.name, lost)
-
-    @property
-    def lost(self) -> str | None:
-        return self._lost
-
-    def lose(self, reason: str) -> None:
-        """Give the host up for the rest of the run (the runner decided it is unusable)."""
-        self._lose(reason)
-
-    def _check_connection(self, chan: Any) -> None:
-        """After a worker channel ended: if it was because the connection died, the host is lost.
-
-        paramiko closes a dying connection's channels a moment before it marks the connection
-        inactive, hence the short wait when the channel brought no exit status."""
-        if self._closed or self._lost is not None:
-            return
-        transport = chan.get_transport() if chan is not None else \
-            (self._conns[0].transport if self._conns else None)
-        if chan is not None and chan.exit_status_ready() and chan.exit_status >= 0:
-            return  # the worker process exited: the connection is fine
-        for _ in range(10):
-            if transport is None or not transport.is_active():
-                self._lose(f"host {self.name} lost: its SSH connection broke")
-                return
-            time.sleep(0.05)
-
-    def _lose(self, reason: str) -> None:
-        with self._lost_lock:  # callers wait until the callbacks heard it
-            if self._closed or self._lost is not None:
-                return
-            self._lost = reason
-            log.log(logging.DEBUG if self._on_lost else logging.WARNING, "%s", reason)
-            for callback in self._on_lost:
-                callback(self.name, reason)
-        for w in self._workers:
-            w.note(f"\n{reason}\n".encode())
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._kill_procs()
-        agent = self._agent
-        if agent is not None:  # if it ever hears it (a frozen host that thaws): keep nothing
-            sender = threading.Thread(target=agent.send, args=({"op": "stop"},), daemon=True)
-            sender.start()
-            sender.join(1.0)
-        for conn in self._conns:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001,S110 - closing a broken connection
-                pass
-
-    def _kill_procs(self) -> None:
-        with self._lock:
-            procs = list(self._procs)
-        for p in procs:
-            p.kill()
-
     def _count(self, name: str, n: int = 1) -> None:
         with self._lock:
             self.stats[name] += n
-
-    def agent_request(self, op: str, *, wait: bool = False,
-                      **fields: Any) -> dict[str, Any]:
-        """A request to the host's agent; with ``wait``, its reply (raises when the host is
-        lost or the reply does not come in time), else nothing (dropped if the host is lost)."""
-        if self._agent is None or self._lost is not None:
-            if wait:
-                raise HostUnusable(self._lost or f"host {self.name}: no agent")
-            return {}
-        return self._agent.request(op, wait=wait, **fields)
-
-    def probe(self, timeout: float = DEAD_AFTER + 2) -> bool:
-        """Whether the host's agent answers a ping within ``timeout``."""
-        try:
-            self.agent_request("ping", wait=True, timeout=timeout)
-        except (JobError, NoHostsError):
-            return False
-        return True
-
-    def checksums(self, remote_paths: list[str]) -> dict[str, tuple[int, str]]:
-        """(size, sha256) of map outputs on the host; reducers check their inputs against them."""
-        if not remote_paths:
-            return {}
-        reply = self.agent_request("sums", wait=True, timeout=VERIFY_TIMEOUT,
-                                   paths=list(remote_paths))
-        sums = {str(p): (int(v[0]), str(v[1])) for p, v in reply.get("sums", {}).items()}
-        with self.group.lock:
-            for p, v in sums.items():
-                self.group.sums[(self.name, p)] = v
-        return sums
-
-    def keep(self, remote_dirs: list[str]) -> None:
-        """Committed map attempt dirs: kept for --resume should the coordinator vanish."""
-        self.agent_request("keep", run=self.run_id, paths=list(remote_dirs))
-
-    @property
-    def kept_runs(self) -> list[str]:
-        """Run ids whose map outputs this host kept (their coordinator vanished)."""
-        return [str(r) for r in self._info.get("kept", [])]
-
-    def adopt(self, run_id: str) -> tuple[str, dict[str, int]]:
-        """Take over the kept map outputs of ``run_id``: (dir now holding that run's ``map``
-        dir's contents, {path relative to it: size}); no files if none were kept."""
-        reply = self.agent_request("adopt", wait=True, timeout=VERIFY_TIMEOUT, run=run_id)
-        return str(reply.get("root", "")), {str(k): int(v) for k, v in
-                                            reply.get("files", {}).items()}
-
-    def forget_runs(self, run_ids: list[str]) -> None:
-        """Remove the kept map outputs of these runs (nobody will resume them)."""
-        if run_ids:
-            self.agent_request("forget", runs=list(run_ids))
-
-    def holds(self, digests: set[str]) -> set[str]:
-        """Which of these shards the host's cache holds, as far as this run knows (the agent's
-        listing at start, plus what was staged since): a hint for placing map tasks."""
-        self._ready()
-        return {d for d in digests if d in self._cached}  # (other threads add to _cached)
 
     # --- Transport ----------------------------------------------------------------------------
 
@@ -533,208 +329,6 @@ class SSHTransport:
         with self._lock:
             self._job_paths[job.digest] = remote
         return remote
-
-    def prepare(self, shard: Shard) -> Future[Staged]:
-        if self._lost is None:
-            try:
-                return self._pool.submit(self._stage, shard)
-            except RuntimeError:  # the pool was shut down: the host was just lost
-                pass
-        fut: Future[Staged] = Future()
-        fut.set_exception(HostUnusable(self._lost or f"host {self.name} is closed"))
-        return fut
-
-    def _stage(self, shard: Shard) -> Staged:
-        """Put the shard in the host's cache (sent, copied from a peer, or already there) and
-        check it there once per run: a damaged copy is removed and sent again, once."""
-        self._ready()
-        digest = shard_digest(shard)
-        remote = f"{self.workdir}/cache/{digest}"
-        with self._lock:
-            busy = self._busy.setdefault(digest, threading.Lock())
-        how, sent, source = "cached", 0, None
-        with busy:
-            for attempt in range(2):  # the second time from this machine's original
-                how, sent, source = "cached", 0, None
-                if digest in self._cached:
-                    self._count("shards_cached")
-                    self.agent_request("touch", names=[digest])
-                elif attempt or (source := self._pull_from_peer(digest)) is None:
-                    how, sent = "sent", self._upload(shard, digest, remote)
-                else:
-                    how = "copied"
-                self._cached.add(digest)
-                if digest in self._verified:
-                    break
-                try:
-                    self.agent_request("verify", wait=True, timeout=VERIFY_TIMEOUT, name=digest,
-                                       size=shard.size)
-                except RemoteError as e:
-                    self._cached.discard(digest)
-                    if attempt:
-                        raise
-                    log.warning("%s: sending it again", e)
-                    if source is not None:  # its copy is likely damaged too: it checks it
-                        source.agent_request("verify", name=digest, size=shard.size)
-                        source._cached.discard(digest)
-                    continue
-                self._verified.add(digest)
-                break
-        return Staged(shard_pieces(shard, remote), how, sent, source.name if source else None)
-
-    def _pull_from_peer(self, digest: str) -> SSHTransport | None:
-        """Direct mode: copy a shard another host of the run has cached, host to host; the
-        host it came from, or None."""
-        if self.shuffle != DIRECT:
-            return None
-        for peer in self.group.holders(digest, exclude=self):
-            daemon = peer._info.get("daemon")
-            if not daemon:
-                continue
-            addr = f"[{daemon['address']}]" if ":" in daemon["address"] else daemon["address"]
-            url = f"rsync://{daemon['user']}@{addr}:{daemon['port']}/cache/{digest}"
-            def peer_lost(peer: SSHTransport = peer) -> str | None:
-                return "gave up: the source host was lost" if peer._lost else None
-
-            try:  # a frozen peer's daemon accepts and then says nothing: do not wait for rsync
-                self.agent_request("pull", wait=True, timeout=RSYNC_TIMEOUT * 4, url=url,
-                                   name=digest, host=peer.name, give_up=peer_lost)
-            except RemoteError as e:
-                if not self._closed:
-                    log.info("host %s: copying shard %s from %s failed (%s): sending it",
-                             self.name, digest[:12], peer.name, e)
-                continue
-            self._count("shards_pulled")
-            return peer
-        return None
-
-    def _upload(self, shard: Shard, digest: str, remote: str) -> int:
-        """Send the shard to the host's cache; the bytes rsync sent."""
-        check_unchanged(shard)
-        path, temporary = stage_shard(shard, self._tmp, digest)
-        try:
-            sent = self._rsync(["--ignore-existing", "--", path,
-                                rsync_remote(self.target, remote)],
-                               f"rsync of shard {digest[:12]} ({shard.describe()})")
-        finally:
-            if temporary:
-                os.unlink(path)
-        try:
-            check_unchanged(shard)
-        except JobError:
-            self.agent_request("rm", paths=[remote])
-            raise
-        self._count("shards_sent")
-        self._count("bytes_sent", sent)
-        return sent
-
-    def _rsync(self, args: list[str], what: str) -> int:
-        """Run rsync over the host's OpenSSH connection; the bytes it sent."""
-        if self._lost is not None:
-            raise HostUnusable(self._lost)
-        self._wait_master()
-        argv = ["rsync", "-s", f"--timeout={RSYNC_TIMEOUT}", "--stats", "-e", self._rsh(), *args]
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-        with self._lock:
-            self._procs.add(proc)
-        try:
-            out, err = proc.communicate()
-        finally:
-            with self._lock:
-                self._procs.discard(proc)
-        if proc.returncode != 0:
-            raise RemoteError(self.name, what, proc.returncode, err.decode("utf-8", "replace"))
-        m = re.search(rb"Total bytes sent: ([\d,.]+)", out)
-        return int(re.sub(rb"[,.]", b"", m[1])) if m else 0
-
-    def reduce_inputs(self, inputs: list[tuple[str, str]]) -> list[Any]:
-        out: list[Any] = []
-        with self.group.lock:
-            sums = {key: self.group.sums.get(key) for key in inputs}
-        for host, path in inputs:
-            check = sums[(host, path)]
-            if host == self.name:
-                out.append(path if check is None else
-                           {"path": path, "host": host, "size": check[0], "sha256": check[1]})
-                continue
-            peer = self.group.peer(host)
-            if peer is None or not peer._info.get("daemon"):
-                raise JobError(f"map output {path} is on host {host!r}, which host {self.name} "
-                               "cannot fetch from (not an SSH host of this run)")
-            daemon = peer._info["daemon"]
-            rel = os.path.relpath(path, daemon["root"])
-            if rel.startswith(".."):
-                raise JobError(f"map output {path} on host {host} is outside its run's map dir")
-            if self.shuffle == RELAY:
-                where = f"127.0.0.1:{self._relay_port(peer)}"
-            else:
-                addr = daemon["address"]
-                where = f"[{addr}]:{daemon['port']}" if ":" in addr else \
-                    f"{addr}:{daemon['port']}"
-            item: dict[str, Any] = {
-                "url": f"rsync://{daemon['user']}@{where}/{daemon['module']}/{rel}",
-                "host": host}
-            if check is not None:
-                item.update(size=check[0], sha256=check[1])
-            out.append(item)
-        return out
-
-    def _relay_port(self, peer: SSHTransport) -> int:
-        """A port on this host's loopback forwarded, through the laptop, to peer's daemon."""
-        with self._lock:
-            if peer.name in self._relays:
-                return self._relays[peer.name]
-        port = int(self._conns[0].transport.request_port_forward("127.0.0.1", 0,
-                                                                 handler=self._relay_handler))
-        with self._lock:
-            self._relays[peer.name] = port
-            self._relay_peer[port] = peer
-        return port
-
-    def _relay_handler(self, chan: Any, origin: Any, server: Any) -> None:
-        peer = self._relay_peer.get(int(server[1]))
-        if peer is None:
-            chan.close()
-            return
-        threading.Thread(target=_bridge, args=(chan, peer), daemon=True).start()
-
-    def spawn_worker(self, index: int, on_message: OnMessage) -> Any:
-        """A worker in slot ``index``; never blocks (the channel opens in the background)."""
-        self._setup.result()
-        slot = f"{self.name}/{index}"
-        if self._lost is not None:
-            return _DeadWorker(slot, self._lost, on_message)
-        with self._lock:
-            worker = self._prespawned.pop(index, None)
-        if worker is None or worker.ended.is_set():
-            worker = self._launch_worker(index)
-        worker.attach(on_message)
-        return worker
-
-    def _launch_worker(self, index: int) -> SSHWorker:
-        q = shlex.quote  # the worker enters the run's scratch dir when its init comes
-        command = (f"{TOKEN_ENV}={q(self.token)} {UMASK_ENV}={q(self.umask)} "
-                   f"exec {q(self.host.python)} -m mapred.worker")
-
-        def open_chan() -> Any:
-            chan = self._open_session()
-            chan.exec_command(command)
-            return chan
-
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        worker = SSHWorker(f"{self.name}/{index}",
-                           self.log_dir / f"worker-{self.name}-{index}.log", self, open_chan)
-        self._workers.append(worker)
-        return worker
-
-    def _prespawn(self) -> None:
-        """Start the first worker now: it imports numba and loads the engine kernels while the
-        agent starts and the coordinator plans. The runner starts the others it wants (a tiny
-        input needs one worker per host, not one per core)."""
-        worker = self._launch_worker(0)
-        worker.send({"op": "preload"})
-        self._prespawned[0] = worker
 
     def reduce_output(self, staging: Path, partition: int, attempt: str) -> str:
         return f"{self.scratch}/out/{paths.reduce_tmp_name(partition, attempt)}"
