@@ -8,7 +8,7 @@ import sys
 WORKER_SIDE = ["mapred.worker", "mapred.job", "mapred.shards", "mapred.partition",
                "mapred.mapper", "mapred.reducer", "mapred.kernels", "mapred.paths", "mapred.workdir",
                "mapred.rsyncd", "mapred.warmup",
-               "mapred.fetch"]
+               "mapred.fetch", "mapred.agent", "mapred.agentfs", "mapred.modes"]
 FORBIDDEN = ["fabric", "paramiko", "invoke", "typer", "tqdm", "click", "prometheus_client"]
 
 
