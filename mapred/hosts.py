@@ -26,9 +26,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from mapred.errors import ConfigError
+from mapred.modes import DEFAULT_SHUFFLE, DIRECT, RELAY, SHUFFLE_MODES, Shuffle
 from mapred.sshconfig import (
     Resolver,
     SSHTarget,
@@ -56,11 +57,7 @@ __all__ = [
 LOCAL_ADDRESS = "local"  # address meaning "this machine, no SSH"
 DEFAULT_PYTHON = "python3"  # interpreter on a remote host; a local host uses sys.executable
 DEFAULT_WORKDIR = "~/.cache/mapred"  # expanded on the host it names, not here
-DEFAULT_SHUFFLE = "direct"
-SHUFFLE_MODES = ("direct", "relay")
 MAX_CONNECT_TIMEOUT = 600  # seconds: a longer connect_timeout is a typo
-
-Shuffle = Literal["direct", "relay"]
 
 
 @dataclass(frozen=True)
@@ -93,7 +90,7 @@ class Cluster:
 
     hosts: tuple[Host, ...]
     source: Path | None = None
-    shuffle: Shuffle = "direct"
+    shuffle: Shuffle = DEFAULT_SHUFFLE
 
     def host(self, name: str) -> Host:
         """The host called ``name``; KeyError if there is none."""
@@ -375,7 +372,7 @@ def _parse_hosts(value: object, defaults: Mapping[str, Any], file: str, base: Pa
 
 
 def _parse_shuffle(value: object, file: str) -> Shuffle:
-    if value == "direct" or value == "relay":
+    if value == DIRECT or value == RELAY:
         return value
     expected = " or ".join(repr(m) for m in SHUFFLE_MODES)
     raise _Where(file).error("shuffle", f"expected {expected}, found {_found(value)}")
@@ -421,7 +418,7 @@ def embedded_default() -> Cluster:
         cores=_available_cores(),
         local=True,
     )
-    return Cluster(hosts=(host,), source=None, shuffle="direct")
+    return Cluster(hosts=(host,), source=None, shuffle=DEFAULT_SHUFFLE)
 
 
 # --- SSH ---------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 One host, one paramiko connection (fabric ``Connection`` built from the resolved
 :class:`~mapred.sshconfig.SSHTarget` only, host keys checked against its known_hosts files) carrying
-many channels: the host agent (``python -m mapred.fetch agent``: scratch dir, shuffle daemon,
+many channels: the host agent (``python -m mapred.agent``: scratch dir, shuffle daemon,
 cleanup), one channel per worker (``python -m mapred.worker``), relay port forwards. Bytes (shards,
 part files) travel with rsync over OpenSSH, multiplexed over one OpenSSH master connection per host,
 with the very same options (:func:`~mapred.sshconfig.ssh_command_args`).
@@ -17,7 +17,7 @@ with the very same options (:func:`~mapred.sshconfig.ssh_command_args`).
   read only, on the address the laptop reaches the host by); reducers fetch from mapper hosts
   themselves (:mod:`mapred.fetch`). ``relay``: daemons listen on the host's loopback only and a
   reducer reaches them through an SSH remote port forward bridged by the laptop.
-* Nothing of a run outlives it on a host: see :mod:`mapred.fetch` for the agent's cleanup on stop,
+* Nothing of a run outlives it on a host: see :mod:`mapred.agent` for the agent's cleanup on stop,
   end of input or silence; worker channels end with the connection.
 * A host is **lost** — once, for the rest of the run — when its agent stays silent for
   ``DEAD_AFTER`` seconds (a cut link, a frozen or overloaded host: paramiko alone would wait on a
@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import atexit
 import base64
-import json
 import logging
 import os
-import re
 import secrets
 import shlex
 import shutil
@@ -45,20 +43,22 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from mapred import __version__, diagnose, jobfiles, paths
+from mapred.agent import COMMAND as AGENT_COMMAND
+from mapred.agentclient import AgentChannel
+from mapred.agentrequests import AgentRequestsMixin
 from mapred.errors import ConfigError, JobError, NoHostsError
-from mapred.hosts import Host, resolve_ssh, rsync_remote, ssh_command_args
-from mapred.shards import Shard
+from mapred.hosts import Host, resolve_ssh, rsync_remote
+from mapred.modes import DIRECT, SHUFFLE_MODES, umask_env
+from mapred.relay import RelayMixin
+from mapred.shuffle import ShuffleGroup
 from mapred.sshconfig import (
     DEFAULT_SSH_PORT,
-    SERVER_ALIVE_COUNT_MAX,
-    SERVER_ALIVE_INTERVAL,
 )
 from mapred.sshconnect import (
     REQUEST_TIMEOUT,
@@ -69,362 +69,55 @@ from mapred.sshconnect import (
     _reason,
     connect,
 )
-from mapred.staging import check_unchanged, shard_digest, shard_pieces, stage_shard
-from mapred.transport import Delivery, OnMessage, Staged
+from mapred.sshdefaults import (  # every default, re-exported: mapred.remote.X still works
+    AGENT_START_TIMEOUT,
+    ALLOW_TIMEOUT,
+    DEAD_AFTER,
+    FLAP_LIMIT,
+    FLAP_SILENCE,
+    FLAP_WINDOW,
+    PRESPAWN,
+    RSYNC_TIMEOUT,
+    STDERR_TAIL,
+    STOP_TIMEOUT,
+    TRANSFER_THREADS,
+    VERIFY_TIMEOUT,
+    WATCH_SECONDS,
+)
+from mapred.sshliveness import LivenessMixin
+from mapred.sshmaster import MasterMixin
+from mapred.sshstaging import StagingMixin
+from mapred.sshworker import SSHWorker
+from mapred.sshworkers import WorkersMixin
+
+__all__ = [
+    "AgentChannel",
+    "SSHTransport",
+    "SSHWorker",
+    "ShuffleGroup",
+    "open_transports",
+    "AGENT_START_TIMEOUT",
+    "ALLOW_TIMEOUT",
+    "DEAD_AFTER",
+    "FLAP_LIMIT",
+    "FLAP_SILENCE",
+    "FLAP_WINDOW",
+    "PRESPAWN",
+    "RSYNC_TIMEOUT",
+    "STDERR_TAIL",
+    "STOP_TIMEOUT",
+    "TRANSFER_THREADS",
+    "VERIFY_TIMEOUT",
+    "WATCH_SECONDS",
+]
 
 log = logging.getLogger("mapred")
-
-# --- every default of the SSH transport, in one place ----------------------------------------
-
-PRESPAWN = True  # start a worker (and its numba import) as soon as the host is connected
-AGENT_START_TIMEOUT = 30.0  # seconds for the agent to report (python start, mkdir, daemon)
-# A host whose agent (heartbeat every second) is silent this long is lost: a cut link is noticed
-# within DEAD_AFTER + WATCH_SECONDS, inside OpenSSH's own ServerAlive limit (15 s) used by rsync.
-DEAD_AFTER = float(min(10, SERVER_ALIVE_INTERVAL * SERVER_ALIVE_COUNT_MAX))
-WATCH_SECONDS = 0.5  # how often the liveness of each host is checked (and its agent pinged)
-# A host whose agent went silent for FLAP_SILENCE seconds and came back, FLAP_LIMIT times within
-# FLAP_WINDOW seconds, is flapping (a link going down and up): the runner excludes it.
-FLAP_SILENCE = 3.0
-FLAP_LIMIT = 3
-FLAP_WINDOW = 60.0
-VERIFY_TIMEOUT = 120.0  # hashing a shard or an attempt's map outputs on the host
-ALLOW_TIMEOUT = 10.0  # a member's agent rewriting its daemon's hosts allow
-STOP_TIMEOUT = 10.0  # waiting for the agent's cleanup at the end of a run
-RSYNC_TIMEOUT = 60  # rsync --timeout: seconds without I/O
-TRANSFER_THREADS = 2  # concurrent shard transfers per host
-STDERR_TAIL = 64 * 1024
-
-
-# --- the agent channel ------------------------------------------------------------------------
-
-
-class AgentChannel:
-    """The laptop side of ``python -m mapred.fetch agent``: requests, replies, liveness."""
-
-    def __init__(self, chan: Any, label: str, command: str) -> None:
-        self.chan, self.label, self.command = chan, label, command
-        self._stderr_done = threading.Event()
-        self.started: Future[dict[str, Any]] = Future()
-        self.bye = threading.Event()
-        self.closed = threading.Event()
-        self.last_seen = time.monotonic()
-        self.dropouts: list[float] = []  # when a line came after FLAP_SILENCE s of silence
-        self._replies: dict[int, Future[dict[str, Any]]] = {}
-        self._ids = 0
-        self._lock = threading.Lock()
-        self._stderr = bytearray()
-        threading.Thread(target=self._read, daemon=True, name=f"agent-{label}").start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-
-    def _read(self) -> None:
-        try:
-            for line in self.chan.makefile("rb"):
-                t = time.monotonic()
-                if t - self.last_seen > FLAP_SILENCE and self.started.done():  # (not a slow start)
-                    log.debug("host %s: back after %.1fs of silence", self.label,
-                              t - self.last_seen)
-                    self.dropouts.append(t)
-                self.last_seen = t
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
-                self._dispatch(msg)
-        except Exception:  # noqa: BLE001,S110 - the connection died: handled below
-            pass
-        self._stderr_done.wait(2.0)
-        self.chan.status_event.wait(2.0)  # the exit status may come just after the output ends
-        code = self.chan.recv_exit_status() if self.chan.exit_status_ready() else None
-        self.closed.set()
-        err = RemoteError(self.label, self.command, code, self.stderr(), why="ended")
-        if not self.started.done():
-            self.started.set_exception(err)
-        for fut in list(self._replies.values()):
-            if not fut.done():
-                fut.set_exception(err)
-
-    def _read_stderr(self) -> None:
-        try:
-            for chunk in iter(lambda: self.chan.recv_stderr(4096), b""):
-                self._stderr += chunk
-                del self._stderr[:-STDERR_TAIL]
-        except Exception:  # noqa: BLE001,S110 - ends with the channel
-            pass
-        self._stderr_done.set()
-
-    def stderr(self) -> str:
-        return self._stderr.decode("utf-8", "replace")
-
-    def _dispatch(self, msg: dict[str, Any]) -> None:
-        ev = msg.get("ev")
-        if ev == "started" and not self.started.done():
-            self.started.set_result(msg)
-        elif ev == "start_failed" and not self.started.done():
-            self.started.set_exception(RemoteError(self.label, "starting the mapred agent",
-                                                   None, str(msg.get("error")), why="failed"))
-        elif ev == "reply":
-            fut = self._replies.pop(int(msg.get("id") or 0), None)
-            if fut is not None:
-                fut.set_result(msg)
-        elif ev == "bye":
-            self.bye.set()
-
-    def send(self, msg: dict[str, Any]) -> None:
-        data = (json.dumps(msg) + "\n").encode()
-        with self._lock:
-            try:
-                self.chan.sendall(data)
-            except Exception:  # noqa: BLE001,S110 - the reader reports the end
-                pass
-
-    def request(self, op: str, *, wait: bool = False, timeout: float = REQUEST_TIMEOUT,
-                give_up: Callable[[], str | None] | None = None,
-                **fields: Any) -> dict[str, Any]:
-        """Send a request; with ``wait``, its reply (raises RemoteError on error or timeout, or
-        as soon as ``give_up()`` returns a reason)."""
-        msg: dict[str, Any] = {"op": op, **fields}
-        fut: Future[dict[str, Any]] | None = None
-        if wait:
-            with self._lock:
-                self._ids += 1
-                msg["id"] = self._ids
-                fut = Future()
-                self._replies[self._ids] = fut
-        self.send(msg)
-        if fut is None:
-            return {}
-        if self.closed.is_set() and not fut.done():  # the reader is gone: no reply will come
-            raise RemoteError(self.label, f"agent request {op!r}", None, why="failed: agent ended")
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                reply = fut.result(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
-                break
-            except TimeoutError:
-                why = give_up() if give_up is not None else None
-                if why is None and time.monotonic() >= deadline:
-                    why = f"got no answer in {timeout:g}s"
-                if why is not None:
-                    with self._lock:
-                        self._replies.pop(int(msg["id"]), None)
-                    raise RemoteError(self.label, f"agent request {op!r}", None,
-                                      why=why) from None
-        if reply.get("error"):
-            raise RemoteError(self.label, f"agent request {op!r}", None, str(reply["error"]))
-        return reply
-
-    def stop(self, timeout: float) -> None:
-        self.send({"op": "stop"})
-        deadline = time.monotonic() + timeout
-        while not self.closed.is_set() and time.monotonic() < deadline:  # (an agent that never
-            if self.bye.wait(0.05):  # started, or died, says no bye: waiting is for nothing)
-                break
-        try:
-            self.chan.shutdown_write()
-            self.chan.close()
-        except Exception:  # noqa: BLE001,S110 - already gone
-            pass
-
-
-# --- workers ----------------------------------------------------------------------------------
-
-
-class SSHWorker:
-    """A ``python -m mapred.worker`` on a host: JSON lines over one SSH channel.
-
-    The channel is opened on a thread of its own (``open_chan``), so starting a worker never
-    blocks the coordinator, even on a host that stopped answering; what is sent before the channel
-    is open waits for it. When the channel ends because the host's connection died, the host is
-    declared lost before this worker's exit is delivered.
-    """
-
-    def __init__(self, slot: str, log_path: Path, owner: SSHTransport,
-                 open_chan: Callable[[], Any]) -> None:
-        self.slot, self.owner = slot, owner
-        self.chan: Any = None
-        self.pid: int | None = None
-        self.ended = threading.Event()
-        self._tail = bytearray()
-        self._lock = threading.Lock()
-        self._deliver = Delivery(slot)
-        self.attach = self._deliver.attach
-        self._unsent: list[bytes] | None = []  # until the channel is open
-        self._closing = False
-        self.log = log_path  # the worker's stderr and print() output, copied here
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed when the channel ends
-        self._stderr_done = threading.Event()
-        threading.Thread(target=self._start, args=(open_chan,), daemon=True,
-                         name=f"worker-{slot}").start()
-
-    def _start(self, open_chan: Callable[[], Any]) -> None:
-        try:
-            chan = open_chan()
-        except Exception as e:  # noqa: BLE001 - reported as the worker's exit
-            self.note(f"cannot start the worker: {_reason(e)}\n".encode())
-            self._stderr_done.set()
-            self._finish()
-            return
-        with self._lock:
-            self.chan = chan
-            unsent, self._unsent = self._unsent or [], None
-            try:
-                for data in unsent:
-                    chan.sendall(data)
-            except Exception:  # noqa: BLE001,S110 - the exit is reported by _pump
-                pass
-        if self._closing:
-            self.close()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-        self._pump()
-
-    def _pump(self) -> None:
-        try:
-            for line in self.chan.makefile("rb"):
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
-                if msg.get("ev") == "ready":
-                    self.pid = msg.get("pid")
-                self._deliver(msg)
-        except Exception:  # noqa: BLE001,S110 - the channel died: reported as an exit
-            pass
-        self._stderr_done.wait(2.0)
-        self._finish()
-
-    def _finish(self) -> None:
-        self.owner._check_connection(self.chan)  # a dead connection: the host is lost first
-        self._log.close()
-        self.ended.set()
-        self._deliver(None)
-
-    def _read_stderr(self) -> None:
-        try:
-            for chunk in iter(lambda: self.chan.recv_stderr(4096), b""):
-                self.note(chunk)
-        except Exception:  # noqa: BLE001,S110 - ends with the channel
-            pass
-        self._stderr_done.set()
-
-    def note(self, data: bytes) -> None:
-        """Add to the stderr record (the log file and the tail shown in errors)."""
-        self._tail += data
-        del self._tail[:-STDERR_TAIL]
-        try:
-            self._log.write(data)
-            self._log.flush()
-        except (OSError, ValueError):
-            pass
-
-    def send(self, msg: dict[str, Any]) -> None:
-        data = (json.dumps(msg) + "\n").encode()
-        with self._lock:
-            if self._unsent is not None:
-                self._unsent.append(data)
-                return
-            try:
-                self.chan.sendall(data)
-            except Exception:  # noqa: BLE001,S110 - the exit is reported by _pump
-                pass
-
-    def kill(self) -> None:
-        if self.pid is not None:
-            self.owner.agent_request("kill", pids=[self.pid])
-        self.close()
-
-    def close(self) -> None:
-        """End the worker's stdin (it exits and cleans up) and the channel."""
-        with self._lock:
-            self._closing = True
-            chan = self.chan
-        if chan is None:
-            return  # closed as soon as it opens
-        try:
-            chan.shutdown_write()
-            chan.close()
-        except Exception:  # noqa: BLE001,S110 - already closed
-            pass
-
-    def stderr_tail(self, lines: int = 20) -> str:
-        text = self._tail.decode("utf-8", "replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-
-# --- shuffle peers ----------------------------------------------------------------------------
-
-
-class ShuffleGroup:
-    """The transports of one job: they find each other's shuffle daemons; one per-job secret."""
-
-    def __init__(self) -> None:
-        self.secret = secrets.token_hex(32)
-        self.members: dict[str, SSHTransport] = {}
-        self.used = False
-        self.lock = threading.Lock()
-        self.sums: dict[tuple[str, str], tuple[int, str]] = {}  # (host, map output) -> size, sha
-        self.addresses: set[str] = set()  # of the admitted members' hosts
-        self.admitted: list[SSHTransport] = []
-        self.admit_lock = threading.RLock()  # (a peer lost while admitting leaves)
-
-    def join(self, t: SSHTransport) -> None:
-        with self.lock:
-            self.members[t.name] = t
-            self.used = True
-
-    def admit(self, t: SSHTransport) -> None:
-        """Direct shuffle: before ``t`` is used, every member's daemon (``t``'s too) accepts
-        connections from the addresses of every admitted member's host, and from no others."""
-        with self.admit_lock:  # one at a time: each member ends with the whole set
-            self.addresses.update(str(a) for a in t._info.get("addresses", []))
-            everyone = sorted(self.addresses)
-            t.agent_request("allow", wait=True, addresses=everyone)
-            for m in self.admitted:
-                try:
-                    m.agent_request("allow", wait=True, timeout=ALLOW_TIMEOUT, addresses=everyone)
-                except (JobError, NoHostsError) as e:  # lost meanwhile: its watch says so
-                    log.info("host %s: not told about %s: %s", m.name, t.name, e)
-            self.admitted.append(t)
-
-    def leave(self, t: SSHTransport) -> None:
-        with self.lock:
-            if self.members.get(t.name) is t:
-                del self.members[t.name]
-        with self.admit_lock:
-            if t in self.admitted:
-                self.admitted.remove(t)
-
-    def peer(self, name: str) -> SSHTransport | None:
-        with self.lock:
-            return self.members.get(name)
-
-    def holders(self, digest: str, exclude: SSHTransport) -> list[SSHTransport]:
-        """Members other than ``exclude``, not lost, that have the shard ``digest`` cached (the
-        receiving host checks the copy; verified copies first)."""
-        with self.lock:
-            members = list(self.members.values())
-        found = [m for m in members if m is not exclude and getattr(m, "_lost", None) is None
-                 and digest in m._cached]
-        return sorted(found, key=lambda m: digest not in getattr(m, "_verified", ()))
-
-
-_GROUP: ShuffleGroup | None = None
-_GROUP_LOCK = threading.Lock()
-
-
-def _current_group() -> ShuffleGroup:
-    """The process's group; a fresh one (new secret) once every member of the last one closed."""
-    global _GROUP
-    with _GROUP_LOCK:
-        if _GROUP is None or (_GROUP.used and not _GROUP.members):
-            _GROUP = ShuffleGroup()
-        return _GROUP
-
 
 
 # --- the transport ----------------------------------------------------------------------------
 
 
-class SSHTransport:
+class SSHTransport(MasterMixin, LivenessMixin, AgentRequestsMixin, StagingMixin, RelayMixin, WorkersMixin):
     """One LAN host reached over SSH; implements ``mapred.transport.Transport``.
 
     Construction resolves the host through ``~/.ssh/config`` (or ``ssh_config``) and starts
@@ -435,12 +128,12 @@ class SSHTransport:
     workers_enter_scratch = True  # relative writes of user code land in the run's scratch dir
 
     def __init__(self, host: Host, *, run_state_dir: Path, accept_new_host_keys: bool = False,
-                 shuffle: str = "direct", group: ShuffleGroup | None = None,
+                 shuffle: str = DIRECT, group: ShuffleGroup | None = None,
                  ssh_config: Path | None = None, transfer_threads: int = TRANSFER_THREADS,
                  connect_timeout: float | None = None, prespawn: bool = PRESPAWN) -> None:
         if host.local:
             raise ValueError(f"host {host.name!r} is local: use LocalTransport")
-        if shuffle not in ("direct", "relay"):
+        if shuffle not in SHUFFLE_MODES:
             raise ConfigError(f"shuffle must be 'direct' or 'relay', not {shuffle!r}")
         self.host, self.name, self.memory = host, host.name, host.memory
         self.target = resolve_ssh(host, ssh_config)
@@ -448,10 +141,10 @@ class SSHTransport:
         self.connect_timeout = connect_timeout or self.target.connect_timeout  # hosts.toml's
         self.prespawn = prespawn
         self.log_dir = Path(run_state_dir) / "logs"
-        self.group = group or _current_group()
+        self.group = group or ShuffleGroup()
         self.group.join(self)
         self.token = secrets.token_urlsafe(12)
-        self.umask = _current_umask()
+        self.umask = umask_env()
         self.stats = {"shards_sent": 0, "shards_cached": 0, "shards_pulled": 0, "bytes_sent": 0,
                       "collected": 0}
         self.run_id = ""
@@ -508,7 +201,7 @@ class SSHTransport:
             self._info = info
             self._cached = set(info.get("cache", []))
             self._jobs = set(info.get("jobs", []))
-            if self.shuffle == "direct":
+            if self.shuffle == DIRECT:
                 self.group.admit(self)
             threading.Thread(target=self._watch, daemon=True, name=f"watch-{self.name}").start()
             self._setup.set_result(None)
@@ -552,55 +245,6 @@ class SSHTransport:
         if self._lost is not None:
             raise HostUnusable(self._lost)
 
-    def _ssh_args(self) -> list[str]:
-        return ssh_command_args(self.target, accept_new_host_keys=self.accept_new)
-
-    @property
-    def _ctl_opt(self) -> str:
-        return self._ctl.replace("%", "%%")
-
-    def _mux_options(self) -> list[str]:
-        return ["-o", "ControlMaster=no", "-o", f"ControlPath={self._ctl_opt}"]
-
-    def _rsh(self) -> str:
-        return " ".join(shlex.quote(a) for a in ["ssh", *self._ssh_args(), *self._mux_options()])
-
-    def _start_master(self) -> subprocess.Popen[bytes]:
-        """The OpenSSH master rsync multiplexes over, tied to this process: a shell holds it
-        and kills it when its stdin (our pipe) closes, so it cannot outlive us, even kill -9."""
-        argv = [*self._ssh_args(), "-o", "ControlMaster=yes", "-o", f"ControlPath={self._ctl_opt}",
-                "-o", "ControlPersist=no", "-N", self.target.hostname]
-        script = 'ssh "$@" </dev/null & trap "kill $! 2>/dev/null" EXIT HUP TERM; read _'
-        with open(self._tmp / "master.log", "wb") as err:
-            return subprocess.Popen(["sh", "-c", script, "mapred-ssh-master", *argv],
-                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                    stderr=err)
-
-    def _wait_master(self) -> None:
-        """Before the first rsync: the master is up (or failed, and rsync connects alone)."""
-        with self._master_lock:
-            if self._master is None or self._master_checked:
-                return
-            self._master_checked = True
-            deadline = time.monotonic() + self.connect_timeout + 5
-            while not os.path.exists(self._ctl) and time.monotonic() < deadline:
-                time.sleep(0.01)
-        if not os.path.exists(self._ctl):  # not fatal: rsync then connects on its own
-            why = (self._tmp / "master.log").read_text(errors="replace").strip()[-300:]
-            log.warning("host %s: no shared OpenSSH connection for rsync (%s)", self.name,
-                        why or "not up in time")
-
-    def _stop_master(self) -> None:
-        master = self._master
-        if master is None:
-            return
-        try:
-            assert master.stdin is not None
-            master.stdin.close()
-            master.wait(timeout=5)
-        except (OSError, subprocess.TimeoutExpired):
-            master.kill()
-
     def _open_session(self) -> Any:
         """A new channel, on a further connection if sshd's MaxSessions is reached."""
         import paramiko
@@ -619,7 +263,7 @@ class SSHTransport:
         return conn.transport.open_session(timeout=REQUEST_TIMEOUT)
 
     def _start_agent(self) -> AgentChannel:
-        command = f"exec {shlex.quote(self.host.python)} -m mapred.fetch agent"
+        command = f"exec {shlex.quote(self.host.python)} {AGENT_COMMAND}"
         chan = self._open_session()
         chan.exec_command(command)
         agent = AgentChannel(chan, self.name, command)
@@ -627,164 +271,9 @@ class SSHTransport:
                     "secret": self.group.secret, "shuffle": self.shuffle})
         return agent
 
-    def _watch(self) -> None:
-        """Ping the agent; a host silent for DEAD_AFTER seconds is lost (its workers end); one
-        that keeps going silent for a few seconds and coming back is flapping."""
-        agent = self._agent
-        assert agent is not None
-        counted = 0  # dropouts seen so far
-        while not self._closed and self._lost is None:
-            time.sleep(WATCH_SECONDS)
-            if self._closed:
-                return
-            now = time.monotonic()
-            silent = now - agent.last_seen
-            if agent.closed.is_set() or silent > DEAD_AFTER:
-                why = "its agent ended (connection closed)" if agent.closed.is_set() else \
-                    f"no answer for {silent:.1f}s"
-                self._lose(f"host {self.name} lost: {why}")
-                return
-            if len(agent.dropouts) > counted:
-                counted = len(agent.dropouts)
-                recent = [t for t in agent.dropouts if now - t < FLAP_WINDOW]
-                if len(recent) >= FLAP_LIMIT:
-                    self._flapping(f"host {self.name} keeps dropping out: silent for "
-                                   f"{FLAP_SILENCE:g}s or more {len(recent)} times in "
-                                   f"{now - recent[0] + FLAP_SILENCE:.0f}s")
-            agent.send({"op": "ping"})
-
-    def _flapping(self, reason: str) -> None:
-        log.debug("%s", reason)
-        for callback in list(self._on_flap):
-            callback(self.name, reason)
-
-    def watch(self, on_lost: Callable[[str, str], None],
-              on_flap: Callable[[str, str], None] | None = None) -> None:
-        """Call ``on_lost(host, reason)`` once when this host is lost (at once if it is), and
-        ``on_flap(host, reason)`` each time it comes back from a silence that makes it flapping
-        (the caller decides what to do: it may be the last host)."""
-        if on_flap is not None:
-            self._on_flap.append(on_flap)
-        with self._lost_lock:
-            self._on_lost.append(on_lost)
-            lost = self._lost
-        if lost is not None:
-            on_lost(self.name, lost)
-
-    @property
-    def lost(self) -> str | None:
-        return self._lost
-
-    def lose(self, reason: str) -> None:
-        """Give the host up for the rest of the run (the runner decided it is unusable)."""
-        self._lose(reason)
-
-    def _check_connection(self, chan: Any) -> None:
-        """After a worker channel ended: if it was because the connection died, the host is lost.
-
-        paramiko closes a dying connection's channels a moment before it marks the connection
-        inactive, hence the short wait when the channel brought no exit status."""
-        if self._closed or self._lost is not None:
-            return
-        transport = chan.get_transport() if chan is not None else \
-            (self._conns[0].transport if self._conns else None)
-        if chan is not None and chan.exit_status_ready() and chan.exit_status >= 0:
-            return  # the worker process exited: the connection is fine
-        for _ in range(10):
-            if transport is None or not transport.is_active():
-                self._lose(f"host {self.name} lost: its SSH connection broke")
-                return
-            time.sleep(0.05)
-
-    def _lose(self, reason: str) -> None:
-        with self._lost_lock:  # callers wait until the callbacks heard it
-            if self._closed or self._lost is not None:
-                return
-            self._lost = reason
-            log.log(logging.DEBUG if self._on_lost else logging.WARNING, "%s", reason)
-            for callback in self._on_lost:
-                callback(self.name, reason)
-        for w in self._workers:
-            w.note(f"\n{reason}\n".encode())
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._kill_procs()
-        agent = self._agent
-        if agent is not None:  # if it ever hears it (a frozen host that thaws): keep nothing
-            sender = threading.Thread(target=agent.send, args=({"op": "stop"},), daemon=True)
-            sender.start()
-            sender.join(1.0)
-        for conn in self._conns:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001,S110 - closing a broken connection
-                pass
-
-    def _kill_procs(self) -> None:
-        with self._lock:
-            procs = list(self._procs)
-        for p in procs:
-            p.kill()
-
     def _count(self, name: str, n: int = 1) -> None:
         with self._lock:
             self.stats[name] += n
-
-    def agent_request(self, op: str, *, wait: bool = False,
-                      **fields: Any) -> dict[str, Any]:
-        """A request to the host's agent; with ``wait``, its reply (raises when the host is
-        lost or the reply does not come in time), else nothing (dropped if the host is lost)."""
-        if self._agent is None or self._lost is not None:
-            if wait:
-                raise HostUnusable(self._lost or f"host {self.name}: no agent")
-            return {}
-        return self._agent.request(op, wait=wait, **fields)
-
-    def probe(self, timeout: float = DEAD_AFTER + 2) -> bool:
-        """Whether the host's agent answers a ping within ``timeout``."""
-        try:
-            self.agent_request("ping", wait=True, timeout=timeout)
-        except (JobError, NoHostsError):
-            return False
-        return True
-
-    def checksums(self, remote_paths: list[str]) -> dict[str, tuple[int, str]]:
-        """(size, sha256) of map outputs on the host; reducers check their inputs against them."""
-        if not remote_paths:
-            return {}
-        reply = self.agent_request("sums", wait=True, timeout=VERIFY_TIMEOUT,
-                                   paths=list(remote_paths))
-        sums = {str(p): (int(v[0]), str(v[1])) for p, v in reply.get("sums", {}).items()}
-        with self.group.lock:
-            for p, v in sums.items():
-                self.group.sums[(self.name, p)] = v
-        return sums
-
-    def keep(self, remote_dirs: list[str]) -> None:
-        """Committed map attempt dirs: kept for --resume should the coordinator vanish."""
-        self.agent_request("keep", run=self.run_id, paths=list(remote_dirs))
-
-    @property
-    def kept_runs(self) -> list[str]:
-        """Run ids whose map outputs this host kept (their coordinator vanished)."""
-        return [str(r) for r in self._info.get("kept", [])]
-
-    def adopt(self, run_id: str) -> tuple[str, dict[str, int]]:
-        """Take over the kept map outputs of ``run_id``: (dir now holding that run's ``map``
-        dir's contents, {path relative to it: size}); no files if none were kept."""
-        reply = self.agent_request("adopt", wait=True, timeout=VERIFY_TIMEOUT, run=run_id)
-        return str(reply.get("root", "")), {str(k): int(v) for k, v in
-                                            reply.get("files", {}).items()}
-
-    def forget_runs(self, run_ids: list[str]) -> None:
-        """Remove the kept map outputs of these runs (nobody will resume them)."""
-        if run_ids:
-            self.agent_request("forget", runs=list(run_ids))
-
-    def holds(self, digests: set[str]) -> set[str]:
-        """Which of these shards the host's cache holds, as far as this run knows (the agent's
-        listing at start, plus what was staged since): a hint for placing map tasks."""
-        self._ready()
-        return {d for d in digests if d in self._cached}  # (other threads add to _cached)
 
     # --- Transport ----------------------------------------------------------------------------
 
@@ -841,208 +330,6 @@ class SSHTransport:
             self._job_paths[job.digest] = remote
         return remote
 
-    def prepare(self, shard: Shard) -> Future[Staged]:
-        if self._lost is None:
-            try:
-                return self._pool.submit(self._stage, shard)
-            except RuntimeError:  # the pool was shut down: the host was just lost
-                pass
-        fut: Future[Staged] = Future()
-        fut.set_exception(HostUnusable(self._lost or f"host {self.name} is closed"))
-        return fut
-
-    def _stage(self, shard: Shard) -> Staged:
-        """Put the shard in the host's cache (sent, copied from a peer, or already there) and
-        check it there once per run: a damaged copy is removed and sent again, once."""
-        self._ready()
-        digest = shard_digest(shard)
-        remote = f"{self.workdir}/cache/{digest}"
-        with self._lock:
-            busy = self._busy.setdefault(digest, threading.Lock())
-        how, sent, source = "cached", 0, None
-        with busy:
-            for attempt in range(2):  # the second time from this machine's original
-                how, sent, source = "cached", 0, None
-                if digest in self._cached:
-                    self._count("shards_cached")
-                    self.agent_request("touch", names=[digest])
-                elif attempt or (source := self._pull_from_peer(digest)) is None:
-                    how, sent = "sent", self._upload(shard, digest, remote)
-                else:
-                    how = "copied"
-                self._cached.add(digest)
-                if digest in self._verified:
-                    break
-                try:
-                    self.agent_request("verify", wait=True, timeout=VERIFY_TIMEOUT, name=digest,
-                                       size=shard.size)
-                except RemoteError as e:
-                    self._cached.discard(digest)
-                    if attempt:
-                        raise
-                    log.warning("%s: sending it again", e)
-                    if source is not None:  # its copy is likely damaged too: it checks it
-                        source.agent_request("verify", name=digest, size=shard.size)
-                        source._cached.discard(digest)
-                    continue
-                self._verified.add(digest)
-                break
-        return Staged(shard_pieces(shard, remote), how, sent, source.name if source else None)
-
-    def _pull_from_peer(self, digest: str) -> SSHTransport | None:
-        """Direct mode: copy a shard another host of the run has cached, host to host; the
-        host it came from, or None."""
-        if self.shuffle != "direct":
-            return None
-        for peer in self.group.holders(digest, exclude=self):
-            daemon = peer._info.get("daemon")
-            if not daemon:
-                continue
-            addr = f"[{daemon['address']}]" if ":" in daemon["address"] else daemon["address"]
-            url = f"rsync://{daemon['user']}@{addr}:{daemon['port']}/cache/{digest}"
-            def peer_lost(peer: SSHTransport = peer) -> str | None:
-                return "gave up: the source host was lost" if peer._lost else None
-
-            try:  # a frozen peer's daemon accepts and then says nothing: do not wait for rsync
-                self.agent_request("pull", wait=True, timeout=RSYNC_TIMEOUT * 4, url=url,
-                                   name=digest, host=peer.name, give_up=peer_lost)
-            except RemoteError as e:
-                if not self._closed:
-                    log.info("host %s: copying shard %s from %s failed (%s): sending it",
-                             self.name, digest[:12], peer.name, e)
-                continue
-            self._count("shards_pulled")
-            return peer
-        return None
-
-    def _upload(self, shard: Shard, digest: str, remote: str) -> int:
-        """Send the shard to the host's cache; the bytes rsync sent."""
-        check_unchanged(shard)
-        path, temporary = stage_shard(shard, self._tmp, digest)
-        try:
-            sent = self._rsync(["--ignore-existing", "--", path,
-                                rsync_remote(self.target, remote)],
-                               f"rsync of shard {digest[:12]} ({shard.describe()})")
-        finally:
-            if temporary:
-                os.unlink(path)
-        try:
-            check_unchanged(shard)
-        except JobError:
-            self.agent_request("rm", paths=[remote])
-            raise
-        self._count("shards_sent")
-        self._count("bytes_sent", sent)
-        return sent
-
-    def _rsync(self, args: list[str], what: str) -> int:
-        """Run rsync over the host's OpenSSH connection; the bytes it sent."""
-        if self._lost is not None:
-            raise HostUnusable(self._lost)
-        self._wait_master()
-        argv = ["rsync", "-s", f"--timeout={RSYNC_TIMEOUT}", "--stats", "-e", self._rsh(), *args]
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-        with self._lock:
-            self._procs.add(proc)
-        try:
-            out, err = proc.communicate()
-        finally:
-            with self._lock:
-                self._procs.discard(proc)
-        if proc.returncode != 0:
-            raise RemoteError(self.name, what, proc.returncode, err.decode("utf-8", "replace"))
-        m = re.search(rb"Total bytes sent: ([\d,.]+)", out)
-        return int(re.sub(rb"[,.]", b"", m[1])) if m else 0
-
-    def reduce_inputs(self, inputs: list[tuple[str, str]]) -> list[Any]:
-        out: list[Any] = []
-        with self.group.lock:
-            sums = {key: self.group.sums.get(key) for key in inputs}
-        for host, path in inputs:
-            check = sums[(host, path)]
-            if host == self.name:
-                out.append(path if check is None else
-                           {"path": path, "host": host, "size": check[0], "sha256": check[1]})
-                continue
-            peer = self.group.peer(host)
-            if peer is None or not peer._info.get("daemon"):
-                raise JobError(f"map output {path} is on host {host!r}, which host {self.name} "
-                               "cannot fetch from (not an SSH host of this run)")
-            daemon = peer._info["daemon"]
-            rel = os.path.relpath(path, daemon["root"])
-            if rel.startswith(".."):
-                raise JobError(f"map output {path} on host {host} is outside its run's map dir")
-            if self.shuffle == "relay":
-                where = f"127.0.0.1:{self._relay_port(peer)}"
-            else:
-                addr = daemon["address"]
-                where = f"[{addr}]:{daemon['port']}" if ":" in addr else \
-                    f"{addr}:{daemon['port']}"
-            item: dict[str, Any] = {
-                "url": f"rsync://{daemon['user']}@{where}/{daemon['module']}/{rel}",
-                "host": host}
-            if check is not None:
-                item.update(size=check[0], sha256=check[1])
-            out.append(item)
-        return out
-
-    def _relay_port(self, peer: SSHTransport) -> int:
-        """A port on this host's loopback forwarded, through the laptop, to peer's daemon."""
-        with self._lock:
-            if peer.name in self._relays:
-                return self._relays[peer.name]
-        port = int(self._conns[0].transport.request_port_forward("127.0.0.1", 0,
-                                                                 handler=self._relay_handler))
-        with self._lock:
-            self._relays[peer.name] = port
-            self._relay_peer[port] = peer
-        return port
-
-    def _relay_handler(self, chan: Any, origin: Any, server: Any) -> None:
-        peer = self._relay_peer.get(int(server[1]))
-        if peer is None:
-            chan.close()
-            return
-        threading.Thread(target=_bridge, args=(chan, peer), daemon=True).start()
-
-    def spawn_worker(self, index: int, on_message: OnMessage) -> Any:
-        """A worker in slot ``index``; never blocks (the channel opens in the background)."""
-        self._setup.result()
-        slot = f"{self.name}/{index}"
-        if self._lost is not None:
-            return _DeadWorker(slot, self._lost, on_message)
-        with self._lock:
-            worker = self._prespawned.pop(index, None)
-        if worker is None or worker.ended.is_set():
-            worker = self._launch_worker(index)
-        worker.attach(on_message)
-        return worker
-
-    def _launch_worker(self, index: int) -> SSHWorker:
-        q = shlex.quote  # the worker enters the run's scratch dir when its init comes
-        command = (f"MAPRED_TOKEN={q(self.token)} MAPRED_UMASK={q(self.umask)} "
-                   f"exec {q(self.host.python)} -m mapred.worker")
-
-        def open_chan() -> Any:
-            chan = self._open_session()
-            chan.exec_command(command)
-            return chan
-
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        worker = SSHWorker(f"{self.name}/{index}",
-                           self.log_dir / f"worker-{self.name}-{index}.log", self, open_chan)
-        self._workers.append(worker)
-        return worker
-
-    def _prespawn(self) -> None:
-        """Start the first worker now: it imports numba and loads the engine kernels while the
-        agent starts and the coordinator plans. The runner starts the others it wants (a tiny
-        input needs one worker per host, not one per core)."""
-        worker = self._launch_worker(0)
-        worker.send({"op": "preload"})
-        self._prespawned[0] = worker
-
     def reduce_output(self, staging: Path, partition: int, attempt: str) -> str:
         return f"{self.scratch}/out/{paths.reduce_tmp_name(partition, attempt)}"
 
@@ -1088,55 +375,6 @@ class SSHTransport:
                  s["bytes_sent"], s["shards_cached"], s["shards_pulled"], s["collected"])
 
 
-class _DeadWorker:
-    """Stands for a worker that cannot start because its host is lost: it exits at once."""
-
-    def __init__(self, slot: str, reason: str, on_message: OnMessage) -> None:
-        self.slot, self.reason = slot, reason
-        timer = threading.Timer(0.1, on_message, args=(slot, None))
-        timer.daemon = True
-        timer.start()
-
-    def send(self, msg: dict[str, Any]) -> None:
-        pass
-
-    def kill(self) -> None:
-        pass
-
-    def stderr_tail(self, lines: int = 20) -> str:
-        return self.reason
-
-
-def _bridge(chan: Any, peer: SSHTransport) -> None:
-    """Relay shuffle: copy bytes between a forwarded channel and peer's daemon, both ways."""
-    daemon = peer._info["daemon"]
-    try:
-        other = peer._conns[0].transport.open_channel(
-            "direct-tcpip", (daemon["address"], int(daemon["port"])), ("127.0.0.1", 0),
-            timeout=REQUEST_TIMEOUT)
-    except Exception:  # noqa: BLE001 - the fetch fails and says so
-        chan.close()
-        return
-
-    def pump(src: Any, dst: Any) -> None:
-        try:
-            for chunk in iter(lambda: src.recv(1 << 16), b""):
-                dst.sendall(chunk)
-        except Exception:  # noqa: BLE001,S110 - either side closed
-            pass
-        try:
-            dst.shutdown_write()
-        except Exception:  # noqa: BLE001,S110
-            pass
-
-    t = threading.Thread(target=pump, args=(other, chan), daemon=True)
-    t.start()
-    pump(chan, other)
-    t.join(RSYNC_TIMEOUT * 2)
-    chan.close()
-    other.close()
-
-
 TMP_PREFIX = "mapred-ssh-"
 
 
@@ -1155,13 +393,7 @@ def _sweep_local_tmp() -> None:
             continue
 
 
-def _current_umask() -> str:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return oct(mask)
-
-
-def open_transports(hosts: Iterable[Host], *, run_state_dir: Path, shuffle: str = "direct",
+def open_transports(hosts: Iterable[Host], *, run_state_dir: Path, shuffle: str = DIRECT,
                     accept_new_host_keys: bool = False,
                     ssh_config: Path | None = None) -> list[SSHTransport]:
     """SSH transports for the remote ``hosts``, connected in parallel.

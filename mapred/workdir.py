@@ -15,6 +15,10 @@ from __future__ import annotations
 import os
 import stat
 
+CACHE_MAX_AGE = 14 * 86400  # cached shards unused this long are evicted at the next run start
+KEEP_DIR = "keep"  # WORKDIR/keep/RUN_ID: committed map outputs of a run whose coordinator vanished
+WORKDIR_SUBDIRS = ("runs", "cache", "jobs", KEEP_DIR)  # checked like the workdir itself
+
 
 def _owner(uid: int) -> str:
     try:

@@ -14,9 +14,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "mapred"
 # the worker side, in one place: these packages whole, and these modules shared by both sides
 WORKER_PACKAGES = ("kernels",)
-WORKER_MODULES = ("worker", "mapper", "reducer", "partition", "fetch", "agent", "rsyncd",
-                  "workdir", "job", "jobfiles", "warmup", "shards", "paths", "words", "units",
-                  "errors", "limits", "wire")
+WORKER_MODULES = ("worker", "mapper", "reducer", "partition", "fetch", "agent", "agentfs",
+                  "modes", "rsyncd", "workdir", "job", "jobfiles", "warmup", "shards", "paths",
+                  "words", "units", "errors", "limits", "wire")
 THIRD_PARTY = {"numpy", "numba", "llvmlite", "mmh3"}
 
 

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 import sysdeps
 
-from mapred import fetch
+from mapred import agent as host_agent
+from mapred import agentfs, fetch
 from mapred.cli_hosts import HostReport, build_wheel, check_exit_code, platform_args
 from mapred.errors import ConfigError, JobError
 from mapred.remote import ShuffleGroup, SSHTransport
@@ -171,7 +172,7 @@ def agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     sysdeps.need("rsync")  # the agent's shuffle daemon is rsync --daemon
     monkeypatch.delenv("SSH_CONNECTION", raising=False)
     out = io.StringIO()
-    a = fetch.Agent({"workdir": str(tmp_path / "work"), "token": "tok_" + "a" * 12,
+    a = host_agent.Agent({"workdir": str(tmp_path / "work"), "token": "tok_" + "a" * 12,
                      "secret": "s3cret" * 6, "shuffle": "direct"}, out)
     info = a.start()
     yield a, info
@@ -218,7 +219,7 @@ def test_localize_fetches_in_order_and_keeps_local_paths(agent: Any, tmp_path: P
                                  "rsync://m@h:1/map//abs"])
 def test_shuffle_urls_are_validated(url: str) -> None:
     with pytest.raises(fetch.FetchError):
-        fetch._split_url(url)
+        fetch.split_url(url)
 
 
 def test_a_fetch_error_names_the_host(agent: Any, tmp_path: Path) -> None:
@@ -238,7 +239,7 @@ def test_agent_requests_and_cleanup(agent: Any, tmp_path: Path) -> None:
     a, info = agent
     scratch = Path(info["scratch"])
     victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
-                              env={**os.environ, fetch.TOKEN_ENV: a.token},
+                              env={**os.environ, agentfs.TOKEN_ENV: a.token},
                               start_new_session=True)
     data = b"def mapper(line):\n    yield line, 1\n"
     a.handle({"op": "put", "path": "jobs/abc/job.py", "data": base64.b64encode(data).decode()})
@@ -271,8 +272,8 @@ def test_a_dead_agent_is_swept_at_the_next_start(tmp_path: Path,
     (work / "runs" / ".starting.0a1b").mkdir()  # an agent making its run dir right now
     old = work / "runs" / ".abandoned.2c3d"
     old.mkdir()
-    os.utime(old, (time.time() - fetch.STALE_RUN_AGE - 60,) * 2)
-    a = fetch.Agent({"workdir": str(work), "token": "tok_" + "b" * 12}, io.StringIO())
+    os.utime(old, (time.time() - agentfs.STALE_RUN_AGE - 60,) * 2)
+    a = host_agent.Agent({"workdir": str(work), "token": "tok_" + "b" * 12}, io.StringIO())
     a.start()
     try:
         assert sorted(os.listdir(work / "runs")) == [".starting.0a1b", "running",
@@ -284,8 +285,10 @@ def test_a_dead_agent_is_swept_at_the_next_start(tmp_path: Path,
 
 
 @pytest.mark.needs("rsync")
-def test_agent_over_a_pipe_cleans_up_when_its_stdin_closes(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "mapred.fetch", "agent"],
+@pytest.mark.parametrize("command", [["-m", "mapred.agent"], ["-m", "mapred.fetch", "agent"]])
+def test_agent_over_a_pipe_cleans_up_when_its_stdin_closes(tmp_path: Path,
+                                                           command: list[str]) -> None:
+    proc = subprocess.Popen([sys.executable, *command],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             env={k: v for k, v in os.environ.items() if k != "SSH_CONNECTION"})
     assert proc.stdin is not None and proc.stdout is not None
@@ -404,7 +407,7 @@ def test_thread_safety_of_the_digest_memo(corpus: Path) -> None:
 
 
 def test_the_docs_state_the_agents_silence_timeout() -> None:
-    seconds = f"{fetch.PING_TIMEOUT:g} s"
+    seconds = f"{host_agent.PING_TIMEOUT:g} s"
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     arch = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
     assert f"goes silent for {seconds}" in readme
