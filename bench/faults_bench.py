@@ -85,7 +85,7 @@ class Run:
         if cron:  # as under cron: no agent, no askpass, no terminal
             for k in ("SSH_AUTH_SOCK", "SSH_AGENT_PID", "SSH_ASKPASS", "DISPLAY"):
                 env.pop(k, None)
-        self.proc = subprocess.Popen([PY, "-m", "mapred.cli", "run", *args], cwd=ROOT, env=env,
+        self.proc = subprocess.Popen([PY, "-m", "mapred.cli.main", "run", *args], cwd=ROOT, env=env,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, start_new_session=cron)
 

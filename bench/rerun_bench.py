@@ -51,7 +51,7 @@ def tree_env(tree: Path) -> dict[str, str]:
 
 def install(lan: Lan, tree: Path, tmp: Path) -> None:
     """The tree's mapred (a wheel) and this machine's numpy, numba, mmh3 into the hosts' venv."""
-    code = ("import sys; from pathlib import Path; from mapred.cli_hosts import build_wheel, "
+    code = ("import sys; from pathlib import Path; from mapred.cli.hosts import build_wheel, "
             "pinned_requirements as p; print(build_wheel(Path(sys.argv[1]))); print(*p())")
     out = subprocess.run([PY, "-c", code, str(tmp / "wheel")], cwd="/", env=tree_env(tree),
                          check=True, capture_output=True, text=True).stdout.splitlines()
@@ -77,7 +77,7 @@ def corpus(root: Path, mbytes: float, seed: int, files: int = 8) -> Path:
 def run(tree: Path, *args: str | Path, state: Path) -> tuple[float, dict[str, dict[str, int]]]:
     env = {**tree_env(tree), "XDG_STATE_HOME": str(state)}
     t0 = time.monotonic()
-    proc = subprocess.run([PY, "-m", "mapred.cli", "run", *map(str, args), "-v"], cwd="/",
+    proc = subprocess.run([PY, "-m", "mapred.cli.main", "run", *map(str, args), "-v"], cwd="/",
                           env=env, capture_output=True, text=True)
     took = time.monotonic() - t0
     if proc.returncode != 0:

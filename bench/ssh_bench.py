@@ -53,7 +53,7 @@ def log(msg: str) -> None:
 
 
 def install_mapred(lan: Lan, tmp: Path) -> None:
-    from mapred.cli_hosts import build_wheel, pinned_requirements
+    from mapred.cli.hosts import build_wheel, pinned_requirements
 
     pip = [lan.python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     subprocess.run([*pip, *pinned_requirements()], check=True, cwd="/")
@@ -117,7 +117,7 @@ def real_text_corpus(mb: int) -> Path:
 
 def mapred_run(*args: str | Path, env: dict[str, str] | None = None) -> tuple[float, str]:
     t0 = time.monotonic()
-    proc = subprocess.run([PY, "-m", "mapred.cli", "run", *map(str, args)], cwd="/",
+    proc = subprocess.run([PY, "-m", "mapred.cli.main", "run", *map(str, args)], cwd="/",
                           capture_output=True, text=True, env={**os.environ, **(env or {})})
     took = time.monotonic() - t0
     if proc.returncode != 0:
@@ -220,8 +220,8 @@ def bench_dask(lan: Lan, corpus: Path) -> dict[str, Any]:
 
 
 def bench_throughput(lan: Lan, hosts: Path, corpus: Path, tmp: Path) -> dict[str, Any]:
-    from mapred.hosts import load_hosts
-    from mapred.remote import SSHTransport
+    from mapred.cluster.hosts import load_hosts
+    from mapred.cluster.ssh.remote import SSHTransport
     from mapred.shards import list_inputs, plan
 
     files = sorted(corpus.glob("*.txt"))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path("/tmp/mapred-bench")
-MAPRED = [sys.executable, "-m", "mapred.cli"]
+MAPRED = [sys.executable, "-m", "mapred.cli.main"]
 
 
 def base_text() -> bytes:

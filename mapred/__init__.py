@@ -1,3 +1,3 @@
 """mapred: map/reduce jobs over large text corpora on this machine or a few LAN hosts."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

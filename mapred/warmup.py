@@ -69,7 +69,7 @@ def corpus_head(shards: Sequence[Shard]) -> dict[str, Any] | None:
 def sample_run(tmp: Path, job: Job, head: dict[str, Any] | None) -> None:
     """Map and reduce a sample with ``job`` in the private directory ``tmp``; raise JobLoadError
     if the job broke its contract on it."""
-    from mapred.mapper import ContractError
+    from mapred.worker.mapper import ContractError
 
     try:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -83,7 +83,7 @@ def sample_run(tmp: Path, job: Job, head: dict[str, Any] | None) -> None:
 
 
 def _unless_data_error(fn: Any, *args: Any) -> None:
-    from mapred.mapper import ContractError
+    from mapred.worker.mapper import ContractError
 
     try:
         fn(*args)
@@ -98,8 +98,8 @@ def _head_records(head: dict[str, Any] | None) -> list[bytes]:
 
 
 def _numba_sample(tmp: Path, job: Job, head: dict[str, Any] | None) -> None:
-    from mapred.mapper import MapSpec, PieceSpec, run_map
-    from mapred.reducer import run_reduce
+    from mapred.worker.mapper import MapSpec, PieceSpec, run_map
+    from mapred.worker.reducer import run_reduce
 
     sample = tmp / "sample.txt"  # enough distinct words for the key table to grow
     synthetic = b"\n".join(b"w%d x\ty\r" % i for i in range(4000))
@@ -111,9 +111,9 @@ def _numba_sample(tmp: Path, job: Job, head: dict[str, Any] | None) -> None:
 
 def _plain_sample(tmp: Path, job: Job, head: dict[str, Any] | None) -> None:
     """The first records through mapper, combiner, a run file and reducer, as a task does."""
-    from mapred.mapper import ContractError, PieceSpec, _call_mapper, _combine
-    from mapred.partition import write_plain_run
-    from mapred.reducer import _call_reducer
+    from mapred.worker.mapper import ContractError, PieceSpec, _call_mapper, _combine
+    from mapred.worker.partition import write_plain_run
+    from mapred.worker.reducer import _call_reducer
 
     if head is None:
         return
@@ -144,7 +144,7 @@ def check_values(job: Job) -> None:
     Reads the types numba infers for ``scan``'s own statements, with the signatures the sample
     compiled (a cached kernel has no types on record, so inference runs again: ~30 ms). What
     scan's helpers store is not followed; a shape this check cannot type passes unchecked."""
-    from mapred.mapper import ContractError
+    from mapred.worker.mapper import ContractError
 
     py_func = getattr(job.scan, "py_func", None)
     if py_func is None:

@@ -34,8 +34,8 @@ PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$python" - "$ref" "$work/report.h
 import os, sys
 from pathlib import Path
 from mapred.errors import MapredError
-from mapred.history import load_run, load_run_dir, state_dir
-from mapred.report import render_report
+from mapred.history.runs import load_run, load_run_dir, state_dir
+from mapred.history.report import render_report
 
 ref, dest = sys.argv[1], Path(sys.argv[2])
 explicit = os.environ.get("MAPRED_STATE_DIR")

@@ -61,11 +61,11 @@ def corpus_files(root: Path) -> list[tuple[str, bytes]]:
 
 def run_mapred(*args: str | Path, check: bool = True, env: dict[str, str] | None = None,
                cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m mapred.cli ARGS`` without a terminal; return the completed process."""
+    """Run ``python -m mapred.cli.main ARGS`` without a terminal; return the completed process."""
     full_env = dict(os.environ)
     full_env.update(env or {})
     proc = subprocess.run(
-        [sys.executable, "-m", "mapred.cli", *map(str, args)],
+        [sys.executable, "-m", "mapred.cli.main", *map(str, args)],
         capture_output=True, stdin=subprocess.DEVNULL, env=full_env, cwd=cwd or ROOT,
         timeout=timeout,
     )
@@ -93,7 +93,7 @@ def read_output(out: Path) -> dict[bytes, bytes]:
 
 
 def escape(raw: bytes) -> bytes:
-    """Reference escaping, written independently of mapred.partition."""
+    """Reference escaping, written independently of mapred.worker.partition."""
     table = {0x5C: b"\\\\", 0x09: b"\\t", 0x0A: b"\\n", 0x0D: b"\\r"}
     return b"".join(table.get(b, bytes([b])) for b in raw)
 

@@ -20,7 +20,7 @@ import sysdeps
 from mrtest import FORTUNES, ROOT, escape, read_output, run_mapred
 
 from mapred import paths
-from mapred.cli import parse_duration
+from mapred.cli.main import parse_duration
 from mapred.errors import UsageError
 
 
@@ -468,7 +468,7 @@ def _children_of(pid: int) -> list[int]:
                 stat = (entry / "stat").read_text()
             except OSError:
                 continue
-            if "mapred.worker" in (entry / "cmdline").read_bytes().decode(errors="replace") \
+            if "mapred.worker.main" in (entry / "cmdline").read_bytes().decode(errors="replace") \
                     and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 found.append(int(entry.name))
     return found
@@ -489,7 +489,7 @@ def _start_slow_run(tmp_path: Path, env: dict[str, str],
         def reducer(key, values):
             yield key, sum(values)
     """)
-    proc = subprocess.Popen([sys.executable, "-m", "mapred.cli", "run", str(job), str(corpus),
+    proc = subprocess.Popen([sys.executable, "-m", "mapred.cli.main", "run", str(job), str(corpus),
                              "-o", str(tmp_path / "o")], cwd=ROOT, env=env,
                             stdin=subprocess.DEVNULL, **popen)
     deadline = time.monotonic() + 30
@@ -585,7 +585,7 @@ def test_progress_bar_on_a_terminal_only(tmp_path, state_env, dictionary_sample)
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))  # 0x0 hides bars
     env = {**os.environ, **state_env, "COLUMNS": "100"}
-    proc = subprocess.Popen([sys.executable, "-m", "mapred.cli", "run", "ngrams",
+    proc = subprocess.Popen([sys.executable, "-m", "mapred.cli.main", "run", "ngrams",
                              str(dictionary_sample), "-o", str(tmp_path / "o"), "-p", "n=1"],
                             cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=slave)

@@ -15,7 +15,7 @@ import pytest
 import typer
 from mrtest import ROOT
 
-from mapred import cli
+from mapred.cli import main as cli
 
 COMMANDS = [[], ["run"], ["runs"], ["show"], ["report"], ["hosts"], ["hosts", "check"],
             ["hosts", "setup"]]
@@ -39,7 +39,7 @@ def render_help(args: list[str], columns: int = 80) -> str:
     env = {**os.environ, "COLUMNS": str(columns), "LINES": "50"}
     env.pop("TERMINAL_WIDTH", None)
     script = Path(sys.executable).with_name("mapred")  # as installed: the usage says "mapred"
-    argv = [str(script)] if script.is_file() else [sys.executable, "-m", "mapred.cli"]
+    argv = [str(script)] if script.is_file() else [sys.executable, "-m", "mapred.cli.main"]
     proc = subprocess.run([*argv, *args, "--help"],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=60,
                           stdin=subprocess.DEVNULL)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from mapred import cli_hosts
-from mapred.hosts import Host
+from mapred.cli import hosts as cli_hosts
+from mapred.cluster.hosts import Host
 
 LINUX = {"python": [3, 11, 2], "machine": "x86_64", "libc": ["glibc", "2.36"]}
 

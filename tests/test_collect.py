@@ -17,11 +17,12 @@ from pathlib import Path
 
 from mrtest import read_output
 
-from mapred import cli, paths
 from mapred import job as jobmod
-from mapred.collect import PartFiles
-from mapred.runner import RunConfig, Runner
-from mapred.transport import LocalTransport
+from mapred import paths
+from mapred.cli import main as cli
+from mapred.cluster.transport import LocalTransport
+from mapred.engine.collect import PartFiles
+from mapred.engine.runner import RunConfig, Runner
 
 SLOW = "r00001.0"  # the first attempt of partition 1
 

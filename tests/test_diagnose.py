@@ -1,5 +1,5 @@
-"""The one line for a missing python and for full disks (mapred.diagnose), and the reasons a
-connection fails (mapred.sshconnect)."""
+"""The one line for a missing python and for full disks (mapred.cluster.diagnose), and the reasons a
+connection fails (mapred.cluster.ssh.connect)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import errno
 import paramiko
 import pytest
 
-from mapred import diagnose
-from mapred.sshconnect import _reason
+from mapred.cluster import diagnose
+from mapred.cluster.ssh.connect import _reason
 
 
 @pytest.mark.parametrize(("status", "stderr", "why"), [
@@ -71,7 +71,7 @@ def test_a_passphrase_protected_key_is_named_and_never_prompted_for(
         tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     import subprocess
 
-    from mapred.sshconnect import _agent_key, _locked_cause, locked_keys
+    from mapred.cluster.ssh.connect import _agent_key, _locked_cause, locked_keys
 
     for name, phrase in (("open", ""), ("locked", "secret")):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", phrase, "-f",

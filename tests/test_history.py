@@ -1,4 +1,4 @@
-"""mapred.history (and ``mapred runs`` / ``mapred show``): reading run directories forgivingly."""
+"""mapred.history.runs (and ``mapred runs`` / ``mapred show``): reading run directories forgivingly."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import typer
 from mrtest import run_mapred
 from typer.testing import CliRunner
 
-from mapred import cli_runs, history
+from mapred.cli import runs as cli_runs
 from mapred.errors import UsageError
+from mapred.history import runs as history
 
 T0 = 1_795_800_000.0
 

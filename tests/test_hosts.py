@@ -1,4 +1,4 @@
-"""hosts.toml parsing, ssh config resolution, and the OpenSSH/rsync argv (mapred.hosts, .sshconfig).
+"""hosts.toml parsing, ssh config resolution, and the OpenSSH/rsync argv (mapred.cluster.hosts, .sshconfig).
 
 The argv tests use the real OpenSSH client (``ssh -G`` prints how ssh understood its options,
 without connecting) and real rsync with a fake ``ssh`` program that records its argv: they check
@@ -19,10 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mapred import hosts as H
-from mapred import knownhosts, sshconfig
-from mapred.errors import ConfigError
-from mapred.hosts import (
+from mapred.cluster import hosts as H
+from mapred.cluster.hosts import (
     Cluster,
     Host,
     SSHTarget,
@@ -34,6 +32,9 @@ from mapred.hosts import (
     rsync_rsh,
     ssh_command_args,
 )
+from mapred.cluster.ssh import config as sshconfig
+from mapred.cluster.ssh import knownhosts
+from mapred.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 SSH = shutil.which("ssh")
@@ -517,7 +518,7 @@ def test_shipped_example_documents_every_key() -> None:
 
 def test_import_does_not_load_paramiko() -> None:
     code = (
-        "import sys, mapred.hosts; print(sorted({'paramiko','fabric','invoke'} & set(sys.modules)))"
+        "import sys, mapred.cluster.hosts; print(sorted({'paramiko','fabric','invoke'} & set(sys.modules)))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO

@@ -42,7 +42,7 @@ def test_print_and_breakpoint_work_in_user_code(tmp_path, state_env):
                    "    yield line.split()[0], 1\n"
                    "def reducer(key, values):\n"
                    "    yield key, sum(values)\n")
-    proc = subprocess.run([sys.executable, "-m", "mapred.cli", "run", str(job), str(corpus), "-o",
+    proc = subprocess.run([sys.executable, "-m", "mapred.cli.main", "run", str(job), str(corpus), "-o",
                            str(tmp_path / "o"), "--inline"], cwd=ROOT, input=b"p line\nc\n",
                           capture_output=True, timeout=120,
                           env={**state_env, "PATH": "/usr/bin:/bin", "PYTHONBREAKPOINT": ""})

@@ -75,7 +75,7 @@ def test_a_file_read_in_place_must_still_be_as_planned(tmp_path, tier, layout):
     import gzip as gz
 
     from mapred import job as jobmod
-    from mapred.mapper import InputChanged, MapSpec, PieceSpec, run_map
+    from mapred.worker.mapper import InputChanged, MapSpec, PieceSpec, run_map
 
     job = jobmod.load(jobmod.resolve(tier), {"pattern": "w"} if tier == "grep" else {})
     files = [tmp_path / "a.txt"] + ([tmp_path / "b.txt"] if layout == "packed files" else [])

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from mrtest import read_output, run_mapred
 
-from mapred import jobfiles, resume
+from mapred import jobfiles
+from mapred.engine import resume
 
 JOB = """\
 from helpers import words

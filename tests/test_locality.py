@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mapred import locality, staging
+from mapred.cluster.ssh import shards as staging
+from mapred.engine import locality
 from mapred.shards import Shard, list_inputs, plan
 
 

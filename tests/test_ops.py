@@ -128,7 +128,7 @@ def test_overlapping_runs_second_exits_75_first_untouched(corpus, tmp_path, stat
     job.write_text(textwrap.dedent(SLOW_JOB.replace("0.02", "0.1")))  # ~4 s of mapping
     out = tmp_path / "o"
     env = {**os.environ, **state_env}
-    first = subprocess.Popen([sys.executable, "-m", "mapred.cli", "run", str(job), str(corpus),
+    first = subprocess.Popen([sys.executable, "-m", "mapred.cli.main", "run", str(job), str(corpus),
                               "-o", str(out)], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                              stderr=subprocess.PIPE)
     lock_dir = Path(state_env["XDG_STATE_HOME"]) / "mapred" / "locks"
@@ -202,7 +202,7 @@ def test_resume_after_coordinator_kill_9_reuses_committed_maps(tmp_path, state_e
         "yield line, 1", "for w in line.split():\n        yield w, 1"))
     out = tmp_path / "o"
     env = {**os.environ, **state_env}
-    args = [sys.executable, "-m", "mapred.cli", "run", str(job), str(corpus), "-o", str(out),
+    args = [sys.executable, "-m", "mapred.cli.main", "run", str(job), str(corpus), "-o", str(out),
             "--shard-size", "100", "--no-speculation"]
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -227,7 +227,7 @@ def test_resume_after_coordinator_kill_9_reuses_committed_maps(tmp_path, state_e
     deadline = time.monotonic() + 10  # the dead coordinator's workers see stdin close and exit
     while True:
         leftover = [p for p in Path("/proc").iterdir() if p.name.isdigit()
-                    and "mapred.worker" in _cmdline_env(p) and ours in _cmdline_env(p)]
+                    and "mapred.worker.main" in _cmdline_env(p) and ours in _cmdline_env(p)]
         if not leftover or time.monotonic() > deadline:
             break
         time.sleep(0.1)

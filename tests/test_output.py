@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mapred import output, paths
+from mapred import paths
+from mapred.engine import output
 from mapred.errors import UsageError
 
 DEAD, ALIVE, CUT = "20261203T010203-aaaaaa", "20261203T010204-bbbbbb", "20261203T010205-cccccc"

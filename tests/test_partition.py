@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from mrtest import escape as reference_escape
 from mrtest import unescape
 
-from mapred.partition import (
+from mapred.worker.partition import (
     PLAIN_MAGIC,
     escape,
     format_line,

@@ -8,11 +8,11 @@ import logging
 
 import pytest
 
-from mapred import cli
 from mapred import job as jobmod
-from mapred.progress import LogProgress
-from mapred.runner import Progress, RunConfig, Runner
-from mapred.transport import LocalTransport
+from mapred.cli import main as cli
+from mapred.cluster.transport import LocalTransport
+from mapred.engine.progress import LogProgress
+from mapred.engine.runner import Progress, RunConfig, Runner
 
 PLAIN_JOB = """\
 def mapper(line):
@@ -80,7 +80,7 @@ def test_every_input_byte_is_counted_once_and_reduces_have_their_own_count(tier,
 
 
 def test_log_progress_is_a_heartbeat_in_human_units(caplog, monkeypatch):
-    import mapred.progress as progress
+    import mapred.engine.progress as progress
 
     monkeypatch.setattr(progress, "LOG_EVERY", 0.0)
     p = LogProgress()
@@ -106,8 +106,8 @@ def test_log_progress_is_a_heartbeat_in_human_units(caplog, monkeypatch):
 def test_log_lines_go_above_the_bar_not_through_it(monkeypatch):
     import io
 
-    from mapred import logs
-    from mapred.progress import BarProgress
+    from mapred.engine import logs
+    from mapred.engine.progress import BarProgress
 
     err = io.StringIO()
     monkeypatch.setattr("sys.stderr", err)
@@ -128,8 +128,8 @@ def test_log_lines_go_above_the_bar_not_through_it(monkeypatch):
 
 
 def test_json_logs_get_heartbeat_lines_not_a_bar(monkeypatch):
-    from mapred import logs
-    from mapred.progress import BarProgress, make_progress
+    from mapred.engine import logs
+    from mapred.engine.progress import BarProgress, make_progress
 
     monkeypatch.setattr("sys.stderr.isatty", lambda: True)
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mrtest import ROOT, read_output, run_mapred
 
-from mapred import hosts
+from mapred.cluster import hosts
 
 BLOCKS = re.findall(r"^```(\w+)\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M)
 PYTHON = [code for lang, code in BLOCKS if lang == "python"]

@@ -22,15 +22,15 @@ from typing import Any
 import pytest
 import sysdeps
 
-from mapred import agent as host_agent
-from mapred import agentfs, fetch
-from mapred.cli_hosts import HostReport, build_wheel, check_exit_code, platform_args
+from mapred.cli.hosts import HostReport, build_wheel, check_exit_code, platform_args
+from mapred.cluster.ssh.config import SSHTarget
+from mapred.cluster.ssh.connect import HostKeyError, KnownHostsPolicy, RemoteError, fingerprint
+from mapred.cluster.ssh.remote import ShuffleGroup, SSHTransport
+from mapred.cluster.ssh.shards import check_unchanged, shard_digest, shard_pieces, stage_shard
 from mapred.errors import ConfigError, JobError
-from mapred.remote import ShuffleGroup, SSHTransport
 from mapred.shards import list_inputs, plan
-from mapred.sshconfig import SSHTarget
-from mapred.sshconnect import HostKeyError, KnownHostsPolicy, RemoteError, fingerprint
-from mapred.staging import check_unchanged, shard_digest, shard_pieces, stage_shard
+from mapred.worker import agent as host_agent
+from mapred.worker import agentfs, fetch
 
 # --------------------------------------------------------------------------- host keys
 
@@ -285,7 +285,7 @@ def test_a_dead_agent_is_swept_at_the_next_start(tmp_path: Path,
 
 
 @pytest.mark.needs("rsync")
-@pytest.mark.parametrize("command", [["-m", "mapred.agent"], ["-m", "mapred.fetch", "agent"]])
+@pytest.mark.parametrize("command", [["-m", "mapred.worker.agent"], ["-m", "mapred.worker.fetch", "agent"]])
 def test_agent_over_a_pipe_cleans_up_when_its_stdin_closes(tmp_path: Path,
                                                            command: list[str]) -> None:
     proc = subprocess.Popen([sys.executable, *command],
@@ -334,14 +334,14 @@ def test_reduce_inputs_point_at_the_mapper_hosts_daemons() -> None:
 
 
 def test_a_local_host_is_not_an_ssh_host() -> None:
-    from mapred.hosts import embedded_default
+    from mapred.cluster.hosts import embedded_default
 
     with pytest.raises(ValueError):
         SSHTransport(embedded_default().hosts[0], run_state_dir=Path("/tmp"))
 
 
 def test_bad_shuffle_mode_is_a_config_error() -> None:
-    from mapred.hosts import Host
+    from mapred.cluster.hosts import Host
 
     with pytest.raises(ConfigError):
         SSHTransport(Host("h", "198.18.0.1"), run_state_dir=Path("/tmp"), shuffle="carrier")
@@ -357,7 +357,8 @@ def test_wheel_of_the_running_mapred(tmp_path: Path) -> None:
     assert wheel.name == f"mapred-{mapred.__version__}-py3-none-any.whl"
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
-        assert {"mapred/remote.py", "mapred/fetch.py", "mapred/worker.py",
+        assert {"mapred/cluster/ssh/remote.py", "mapred/worker/fetch.py", "mapred/worker/main.py",
+                "mapred/kernels/table.py", "mapred/cli/__init__.py",
                 "mapred/jobs/wordcount.py"} <= names
         info = f"mapred-{mapred.__version__}.dist-info"
         meta = zf.read(f"{info}/METADATA").decode()
@@ -370,9 +371,9 @@ def test_wheel_of_the_running_mapred(tmp_path: Path) -> None:
                 assert digest == "sha256=" + base64.urlsafe_b64encode(
                     hashlib.sha256(data).digest()).rstrip(b"=").decode()
         # real modification times: numba's kernel cache is keyed on them
-        src = Path(mapred.__file__).parent / "remote.py"
+        src = Path(mapred.__file__).parent / "cluster" / "ssh" / "remote.py"
         stamp = time.localtime(src.stat().st_mtime)[:6]
-        assert abs(time.mktime((*zf.getinfo("mapred/remote.py").date_time, 0, 0, -1))
+        assert abs(time.mktime((*zf.getinfo("mapred/cluster/ssh/remote.py").date_time, 0, 0, -1))
                    - time.mktime((*stamp, 0, 0, -1))) <= 2
 
 

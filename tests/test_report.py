@@ -1,4 +1,4 @@
-"""mapred.report (and ``mapred report``): escaping, structure, and a real headless Chromium load.
+"""mapred.history.report (and ``mapred report``): escaping, structure, and a real headless Chromium load.
 
 The Chromium tests drive Debian's ``chromium`` over the DevTools protocol on a pipe
 (``--remote-debugging-pipe``: fds 3 and 4, NUL-delimited JSON), so they need no Python
@@ -27,10 +27,11 @@ import typer
 from mrtest import run_mapred
 from typer.testing import CliRunner
 
-from mapred import cli_runs, report
+from mapred.cli import runs as cli_runs
 from mapred.errors import UsageError
-from mapred.history import load_run, load_run_dir
-from mapred.report import render_report
+from mapred.history import report
+from mapred.history.report import render_report
+from mapred.history.runs import load_run, load_run_dir
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_ID = "20261127T181500-3f9a2c"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mapred.runner import default_reducers, workers_wanted
+from mapred.engine.runner import default_reducers, workers_wanted
 
 
 def test_default_reducers_one_per_core_but_not_more_than_shards():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from mapred import scheduler as s
+from mapred.engine import scheduler as s
 
 
 class Harness:

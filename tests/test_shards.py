@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mrtest import FORTUNES
 
-from mapred import resume
+from mapred.cluster.ssh.shards import shard_digest, stage_shard
+from mapred.engine import resume
 from mapred.errors import UsageError
 from mapred.shards import align, cut_file, list_inputs, plan
-from mapred.staging import shard_digest, stage_shard
 
 
 def records(data: bytes) -> list[bytes]:

@@ -1,4 +1,4 @@
-"""mapred.workdir: a workdir another user could change is refused, naming the path and why."""
+"""mapred.worker.workdir: a workdir another user could change is refused, naming the path and why."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mapred.workdir import problem
+from mapred.worker.workdir import problem
 
 SUBDIRS = ("runs", "cache", "jobs", "keep")
 

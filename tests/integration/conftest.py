@@ -81,7 +81,7 @@ def lan_mapred(lan: Lan, tmp_path_factory: pytest.TempPathFactory) -> str:
     mmh3 at this machine's exact versions come from the laptop's pip (the hosts have no
     internet, the laptop does). Returns the hosts' python.
     """
-    from mapred.cli_hosts import build_wheel, pinned_requirements
+    from mapred.cli.hosts import build_wheel, pinned_requirements
 
     python = lan.python
     missing = [r for r in pinned_requirements()

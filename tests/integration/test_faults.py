@@ -149,7 +149,7 @@ class Run:
         self.out, self.env = out, env
         self.runs = Path(env["XDG_STATE_HOME"]) / "mapred" / "runs"
         self.before = set(self.runs.iterdir()) if self.runs.exists() else set()
-        self.argv = [sys.executable, "-m", "mapred.cli", "run", str(job), str(corpus), "-o",
+        self.argv = [sys.executable, "-m", "mapred.cli.main", "run", str(job), str(corpus), "-o",
                      str(out), "--hosts", str(hosts), "--shard-size", SHARD, "--reducers",
                      REDUCERS, *args]
         self.started = time.monotonic()
@@ -283,7 +283,7 @@ def sweep(lan: Lan, h: Host) -> None:
     """What the next run's agent does first on a host that died with a run: remove its scratch.
     (Starts an agent there with no coordinator: it sweeps dead runs, then cleans up and exits.)"""
     cfg = json.dumps({"workdir": WORKDIR, "token": "sweep_" + uuid.uuid4().hex[:12]})
-    h.run([lan.python, "-m", "mapred.fetch", "agent"], input=cfg + "\n", timeout=60)
+    h.run([lan.python, "-m", "mapred.worker.fetch", "agent"], input=cfg + "\n", timeout=60)
 
 
 def assert_same(run: Run, clean: dict[str, object], counters: bool = True) -> dict:
@@ -833,7 +833,7 @@ def test_a_passphrase_key_without_agent_under_cron_never_prompts(
     said = (f"the key {locked_key} is passphrase-protected and no ssh-agent holds it "
             "(SSH_AUTH_SOCK is not set); mapred never asks for a passphrase: add it to an agent "
             f"(ssh-add {locked_key}) or use a key without one")
-    mapred_cli = [sys.executable, "-m", "mapred.cli"]
+    mapred_cli = [sys.executable, "-m", "mapred.cli.main"]
     proc, took = cron([*mapred_cli, "run", job, corpus, "-o", tmp_path / "out", "--hosts",
                        hosts], env)
     err = proc.stderr.decode()
@@ -846,7 +846,7 @@ def test_a_passphrase_key_without_agent_under_cron_never_prompts(
     assert all(f"FAIL  host {h.name}: {said}" in ln for h, ln in zip(lan.hosts, out,
                                                                   strict=True)), out
     # the other SSH path, OpenSSH (rsync, the control master): the same options fail the same
-    from mapred.hosts import load_hosts, resolve_ssh, rsync_rsh
+    from mapred.cluster.hosts import load_hosts, resolve_ssh, rsync_rsh
 
     target = resolve_ssh(load_hosts(hosts).hosts[0])
     proc, took = cron(["rsync", "-e", rsync_rsh(target), "--list-only",
@@ -913,7 +913,7 @@ def test_a_hot_key_under_a_memory_cap_stays_within_it(
     job.write_text(HOT_JOB)
     hosts = lan.write_hosts_toml(tmp_path / "hosts.toml", memory="64M")
     for h in lan.hosts:  # compiling numba's kernels peaks once at ~400 MiB: not this test's
-        h.run([lan.python, "-m", "mapred.worker", "--warm"], check=True, timeout=300)
+        h.run([lan.python, "-m", "mapred.worker.main", "--warm"], check=True, timeout=300)
     # shards as large as they get (64 MiB): the first holds ~2.5x its worker's share of the cap
     # in values (uncapped, that worker peaks at ~230 MiB; capped, ~180)
     run = Run(hosts, job, corpus, tmp_path / "out", env, "--shard-size", "64M", "--reducers", "3")

@@ -158,8 +158,8 @@ def test_the_report_of_a_lan_run_shows_its_transfers_and_each_hosts_address(
     """Shards sent over rsync (or copied host to host), reduce inputs fetched from the other
     hosts, map outputs checked and part files collected are journaled per attempt and drawn;
     plan.json and the hosts table give each host's address, not its name again."""
-    from mapred.history import load_run_dir
-    from mapred.report import render_report
+    from mapred.history.report import render_report
+    from mapred.history.runs import load_run_dir
 
     corpus = random_corpus(tmp_path / "corpus", 2, seed=os.getpid() + 7)  # cached nowhere
     size = sum(p.stat().st_size for p in corpus.iterdir())
@@ -382,7 +382,7 @@ def test_a_job_with_its_own_modules_is_shipped_whole_and_errors_name_local_files
 
 def _start_long_run(hosts: Path, corpus: Path, out: Path, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "mapred.cli", "run", "grep", corpus, "-p", "pattern=e.*r.*o",
+        [sys.executable, "-m", "mapred.cli.main", "run", "grep", corpus, "-p", "pattern=e.*r.*o",
          "-o", out, "--hosts", hosts, "--shard-size", "512K", "-q"],
         cwd=ROOT, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -392,7 +392,7 @@ def _wait_mapping(lan: Lan, proc: subprocess.Popen, timeout: float = 60) -> None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        busy = [h for h in lan.hosts if any("mapred.worker" in _cmdline(p) for p in h.pids())]
+        busy = [h for h in lan.hosts if any("mapred.worker.main" in _cmdline(p) for p in h.pids())]
         if len(busy) == len(lan.hosts):
             time.sleep(1.0)  # into the map phase
             return
