@@ -596,7 +596,7 @@ def test_hosts_setup_installs_a_working_venv_on_every_host_at_once(
     # source directory: the new venv's is new), so its first run does not compile
     after = _cache_dirs(lan["h1"])
     new = [d for d in after if d not in before]
-    engine = [d for d in new if d.rsplit("/", 1)[-1].startswith("mapred_")]
+    engine = [d for d in new if d.rsplit("/", 1)[-1].startswith("kernels_")]  # mapred/kernels/
     assert len(engine) == 1 and after[engine[0]] >= 5, (before, after)
     for h in lan.hosts:
         h.run(["rm", "-rf", workdir], check=True)
