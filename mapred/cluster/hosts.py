@@ -37,6 +37,7 @@ from mapred.cluster.ssh.config import (
     ssh_command_args,
 )
 from mapred.errors import ConfigError
+from mapred.limits import MAX_CONNECT_TIMEOUT
 from mapred.modes import DEFAULT_SHUFFLE, DIRECT, RELAY, SHUFFLE_MODES, Shuffle
 
 __all__ = [
@@ -57,7 +58,6 @@ __all__ = [
 LOCAL_ADDRESS = "local"  # address meaning "this machine, no SSH"
 DEFAULT_PYTHON = "python3"  # interpreter on a remote host; a local host uses sys.executable
 DEFAULT_WORKDIR = "~/.cache/mapred"  # expanded on the host it names, not here
-MAX_CONNECT_TIMEOUT = 600  # seconds: a longer connect_timeout is a typo
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ from typing import Any
 
 from mapred import paths
 from mapred.cluster.transport import Transport
+from mapred.limits import SETTLE_TIMEOUT
 
 log = logging.getLogger("mapred")
 
-SETTLE_TIMEOUT = 120.0  # seconds to wait, before the commit, for collects still running
 _LEFTOVER = re.compile(r"\.+part-\d+\..*")  # our .tmp names and rsync's ".NAME.XXXXXX" temps
 
 Post = Callable[[str, dict[str, Any]], None]

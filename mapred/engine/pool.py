@@ -18,11 +18,10 @@ from mapred.cluster.transport import Transport, WorkerHandle
 from mapred.engine import scheduler
 from mapred.engine.journal import Journal
 from mapred.errors import JobError, NoHostsError
+from mapred.limits import HEARTBEAT_TIMEOUT, MAX_RESPAWNS
 
 log = logging.getLogger("mapred")
 
-HEARTBEAT_TIMEOUT = 30.0
-MAX_RESPAWNS = 8  # fresh workers started in one slot after crashes
 INTERNAL = 0  # generation of the runner's own queue messages (workers' start at 1)
 
 Message = tuple[str, int, "dict[str, Any] | None"]

@@ -39,6 +39,7 @@ from mapred.engine.locality import DigestHints
 from mapred.engine.loop import EventLoop, Hosts
 from mapred.engine.pool import HEARTBEAT_TIMEOUT, INTERNAL, MAX_RESPAWNS, Message, WorkerPool
 from mapred.errors import Interrupted, MapredError, NoHostsError
+from mapred.limits import DEFAULT_SHARD_LIMIT, TICK_SECONDS
 from mapred.shards import Shard, auto_shard_size, list_inputs, plan
 from mapred.words import plural
 
@@ -48,9 +49,7 @@ __all__ = ["DEFAULT_SEED", "DEFAULT_SHARD_LIMIT", "HEARTBEAT_TIMEOUT", "MAX_RESP
 
 log = logging.getLogger("mapred")
 
-TICK_SECONDS = 0.25  # how often time passes for the scheduler when nothing else happens
 DEFAULT_SEED = 0x6D617072  # "mapr"
-DEFAULT_SHARD_LIMIT = 64 << 20
 IO_THREADS = 8  # staging callbacks aside: output checks, collects, probes
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from mapred import paths
+from mapred.limits import ALIVE_SECONDS, PING_TIMEOUT
 from mapred.modes import DIRECT, SHUFFLE_MODES
 from mapred.worker import agentfs, rsyncd, workdir
 from mapred.worker.agentfs import KEPT, TOKEN_ENV, check_run_id
@@ -45,10 +46,6 @@ from mapred.worker.fetch import REL_RE, fetch_group, file_sum, split_url
 from mapred.worker.rsyncd import SHUFFLE_DIR
 from mapred.worker.workdir import KEEP_DIR, WORKDIR_SUBDIRS
 
-# agent: seconds without a word from the coordinator before it cleans up. The coordinator pings
-# every second and gives a silent host up after 10 s (remote.DEAD_AFTER): this must be longer.
-PING_TIMEOUT = 30.0
-ALIVE_SECONDS = 1.0  # the agent's heartbeat: what the coordinator's liveness check listens to
 COMMAND = "-m mapred.worker.agent"  # python COMMAND: what the coordinator starts on each host
 _CACHE_NAME = re.compile(r"[0-9a-f]{64}")
 

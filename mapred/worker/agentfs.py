@@ -20,13 +20,11 @@ import time
 from pathlib import Path
 
 from mapred import paths
+from mapred.limits import KEEP_MAX_AGE, STALE_RUN_AGE, STALE_TEMP_AGE
 from mapred.worker.workdir import CACHE_MAX_AGE
 
 TOKEN_ENV = "MAPRED_TOKEN"  # noqa: S105 - no secret: tags every process of a run on a host
-STALE_TEMP_AGE = 86400
-STALE_RUN_AGE = 3600  # a run dir being made (no lock yet) older than this is abandoned
 LOCK_FILE = ".agent.lock"  # in a run dir: flocked by its live agent
-KEEP_MAX_AGE = 7 * 86400  # kept outputs nobody resumed are removed after this long
 KEPT = ".kept"  # under the scratch dir: hard links of committed map outputs
 RUN_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 

@@ -25,13 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from mapred.limits import FETCH_CONNECT_TIMEOUT, FETCH_TRIES
 from mapred.words import plural
 from mapred.worker.rsyncd import FETCH_TIMEOUT, PASSWORD_FILE, SHUFFLE_DIR
 from mapred.worker.workdir import CACHE_MAX_AGE as CACHE_MAX_AGE  # (re-exported: locality)
 from mapred.worker.workdir import WORKDIR_SUBDIRS as WORKDIR_SUBDIRS  # (re-exported: cli_hosts)
 
-FETCH_CONNECT_TIMEOUT = 10
-FETCH_TRIES = 2
 HASH_CHUNK = 1 << 20
 
 REL_RE = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")

@@ -21,12 +21,12 @@ from typing import Any
 
 from mapred import paths
 from mapred.job import USER_COUNTER, Job, MapContext, def_line
+from mapred.limits import DEFAULT_BUDGET
 from mapred.wire import Piece
 from mapred.worker.partition import partition_of, to_key, write_plain_run
 
 BATCH = 16384  # pairs per scan() call: the span arrays stay in L2
 GZIP_PIECE = 64 << 20  # decompressed bytes per numba buffer for gzip input
-DEFAULT_BUDGET = 512 << 20  # bytes of map-side state per worker before it spills a run
 TABLE_BYTES_PER_KEY = 200  # numba key table: entry, index and the sort temporaries (kernels)
 PLAIN_BYTES_PER_KEY = 120  # plain tier: dict entry, bytes object and list overhead
 PLAIN_BYTES_PER_VALUE = 40  # a list slot and a small value; a larger one adds its own size

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from mapred.job import Job
+from mapred.limits import MERGE_FANIN
 from mapred.worker.mapper import ContractError, UserCodeError, _first_line, pairs
 from mapred.worker.partition import format_line, read_plain_run, write_plain_run
 
-MERGE_FANIN = 256
 _BUFFER = 1 << 20
 
 

@@ -21,12 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mapred.limits import FETCH_TIMEOUT
+
 SHUFFLE_DIR = ".shuffle"  # under the run's scratch dir: secrets, daemon config and log
 PASSWORD_FILE = "password"  # noqa: S105 - a file name
 SHUFFLE_USER = "mapred"
 SHUFFLE_MODULE = "map"  # the daemon's module: the run's scratch "map" directory
 CACHE_MODULE = "cache"  # and the shard cache, so a host can copy a shard another host has
-FETCH_TIMEOUT = 120  # rsync --timeout: seconds without I/O before a fetch fails
 
 
 class Daemon:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 import stat
 
-CACHE_MAX_AGE = 14 * 86400  # cached shards unused this long are evicted at the next run start
+from mapred.limits import CACHE_MAX_AGE  # noqa: F401 - the agent and hosts check read it here
+
 KEEP_DIR = "keep"  # WORKDIR/keep/RUN_ID: committed map outputs of a run whose coordinator vanished
 WORKDIR_SUBDIRS = ("runs", "cache", "jobs", KEEP_DIR)  # checked like the workdir itself
 

@@ -27,15 +27,13 @@ from typing import Any
 
 from mapred.cluster.ssh.knownhosts import accept_new_refusal
 from mapred.errors import ConfigError, UsageError
+from mapred.limits import CONNECT_TIMEOUT, SERVER_ALIVE_COUNT_MAX, SERVER_ALIVE_INTERVAL
 
 # --- every SSH default, in one place ---------------------------------------------------------
 
 DEFAULT_SSH_PORT = 22
 DEFAULT_SSH_CONFIG = "~/.ssh/config"
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
-SERVER_ALIVE_INTERVAL = 5  # seconds between keepalives
-SERVER_ALIVE_COUNT_MAX = 3  # missed keepalives before the connection is dropped
-CONNECT_TIMEOUT = 10.0  # seconds to reach a host (TCP, SSH banner, authentication)
 MAX_JUMP_HOPS = 8
 
 
