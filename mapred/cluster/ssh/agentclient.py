@@ -11,7 +11,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from mapred.cluster.ssh.connect import REQUEST_TIMEOUT, RemoteError
-from mapred.cluster.ssh.defaults import FLAP_SILENCE, STDERR_TAIL
+from mapred.limits import FLAP_SILENCE, STDERR_TAIL
 
 log = logging.getLogger("mapred")
 

@@ -8,12 +8,12 @@ from typing import Any
 from mapred.cluster.ssh.connect import (
     HostUnusable,
 )
-from mapred.cluster.ssh.defaults import (
+from mapred.cluster.ssh.state import TransportState
+from mapred.errors import JobError, NoHostsError
+from mapred.limits import (
     DEAD_AFTER,
     VERIFY_TIMEOUT,
 )
-from mapred.cluster.ssh.state import TransportState
-from mapred.errors import JobError, NoHostsError
 
 log = logging.getLogger("mapred")
 

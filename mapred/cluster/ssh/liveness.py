@@ -8,14 +8,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mapred.cluster.ssh.defaults import (
+from mapred.cluster.ssh.state import TransportState
+from mapred.limits import (
     DEAD_AFTER,
     FLAP_LIMIT,
     FLAP_SILENCE,
     FLAP_WINDOW,
     WATCH_SECONDS,
 )
-from mapred.cluster.ssh.state import TransportState
 
 log = logging.getLogger("mapred")
 

@@ -65,21 +65,6 @@ from mapred.cluster.ssh.connect import (
     _reason,
     connect,
 )
-from mapred.cluster.ssh.defaults import (  # every default, re-exported: remote.X still works
-    AGENT_START_TIMEOUT,
-    ALLOW_TIMEOUT,
-    DEAD_AFTER,
-    FLAP_LIMIT,
-    FLAP_SILENCE,
-    FLAP_WINDOW,
-    PRESPAWN,
-    RSYNC_TIMEOUT,
-    STDERR_TAIL,
-    STOP_TIMEOUT,
-    TRANSFER_THREADS,
-    VERIFY_TIMEOUT,
-    WATCH_SECONDS,
-)
 from mapred.cluster.ssh.liveness import LivenessMixin
 from mapred.cluster.ssh.master import MasterMixin
 from mapred.cluster.ssh.relay import RelayMixin
@@ -88,6 +73,20 @@ from mapred.cluster.ssh.staging import StagingMixin
 from mapred.cluster.ssh.worker import SSHWorker
 from mapred.cluster.ssh.workers import WorkersMixin
 from mapred.errors import ConfigError, JobError, NoHostsError
+from mapred.limits import (  # the transport's defaults, re-exported: remote.X still works
+    AGENT_START_TIMEOUT,
+    ALLOW_TIMEOUT,
+    DEAD_AFTER,
+    FLAP_LIMIT,
+    FLAP_SILENCE,
+    FLAP_WINDOW,
+    RSYNC_TIMEOUT,
+    STDERR_TAIL,
+    STOP_TIMEOUT,
+    TRANSFER_THREADS,
+    VERIFY_TIMEOUT,
+    WATCH_SECONDS,
+)
 from mapred.modes import DIRECT, SHUFFLE_MODES, umask_env
 from mapred.worker.agent import COMMAND as AGENT_COMMAND
 
@@ -113,6 +112,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("mapred")
+PRESPAWN = True  # start a worker (and its numba import) as soon as the host is connected
 
 
 # --- the transport ----------------------------------------------------------------------------

@@ -8,8 +8,8 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from mapred.cluster.ssh.connect import REQUEST_TIMEOUT
-from mapred.cluster.ssh.defaults import ALLOW_TIMEOUT, RSYNC_TIMEOUT
 from mapred.errors import JobError, NoHostsError
+from mapred.limits import ALLOW_TIMEOUT, RSYNC_TIMEOUT
 
 if TYPE_CHECKING:
     from mapred.cluster.ssh.remote import SSHTransport

@@ -15,14 +15,14 @@ from mapred.cluster.ssh.connect import (
     HostUnusable,
     RemoteError,
 )
-from mapred.cluster.ssh.defaults import (
-    RSYNC_TIMEOUT,
-    VERIFY_TIMEOUT,
-)
 from mapred.cluster.ssh.shards import check_unchanged, shard_digest, shard_pieces, stage_shard
 from mapred.cluster.ssh.state import TransportState
 from mapred.cluster.transport import Staged
 from mapred.errors import JobError
+from mapred.limits import (
+    RSYNC_TIMEOUT,
+    VERIFY_TIMEOUT,
+)
 from mapred.modes import DIRECT
 from mapred.shards import Shard
 

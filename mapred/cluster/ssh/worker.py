@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mapred.cluster.ssh.connect import _reason
-from mapred.cluster.ssh.defaults import STDERR_TAIL
 from mapred.cluster.transport import Delivery, OnMessage
+from mapred.limits import STDERR_TAIL
 
 if TYPE_CHECKING:
     from mapred.cluster.ssh.remote import SSHTransport
