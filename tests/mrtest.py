@@ -70,7 +70,8 @@ def run_mapred(*args: str | Path, check: bool = True, env: dict[str, str] | None
         timeout=timeout,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"mapred exited {proc.returncode}:\n{proc.stderr.decode()}")
+        raise AssertionError(f"mapred exited {proc.returncode}:\n{proc.stderr.decode()}"
+                             f"\nstdout:\n{proc.stdout.decode()}")
     return proc
 
 

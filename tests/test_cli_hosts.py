@@ -97,3 +97,20 @@ def test_setup_advice_per_host_when_the_venvs_differ_or_nothing_when_already_set
         '  h2: python = "/home/u/venv/bin/python"']
     done = [_host("h1", python=VENV), _host("h2", python=VENV, python_from="host")]
     assert "nothing to change" in cli_hosts.setup_advice(done, {"h1": VENV, "h2": VENV})
+
+
+def test_the_probe_runs_on_a_bare_python_that_has_no_mapred(tmp_path: Path) -> None:
+    """hosts check/setup send the probe to hosts where mapred is not installed yet: its source
+    (the workdir module's included) must import nothing of mapred."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(  # -I -S: no site-packages, no PYTHONPATH, so no mapred, no numpy
+        [sys.executable, "-I", "-S", "-c", cli_hosts._probe_source(), str(tmp_path / "w"),
+         "numpy"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["mapred"].startswith("ERROR ModuleNotFoundError")
+    assert out["numpy"].startswith("ERROR ModuleNotFoundError")
+    assert out["workdir"] == str(tmp_path / "w") and out["workdir_problem"] is None

@@ -30,8 +30,8 @@ from typing import Any
 from mapred.cluster.ssh.shards import known_digest, shard_key
 from mapred.cluster.transport import Transport
 from mapred.errors import MapredError
+from mapred.limits import CACHE_MAX_AGE
 from mapred.shards import Shard
-from mapred.worker.fetch import CACHE_MAX_AGE
 
 log = logging.getLogger("mapred")
 

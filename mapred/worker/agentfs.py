@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 from mapred import paths
-from mapred.limits import KEEP_MAX_AGE, STALE_RUN_AGE, STALE_TEMP_AGE
-from mapred.worker.workdir import CACHE_MAX_AGE
+from mapred.limits import CACHE_MAX_AGE, KEEP_MAX_AGE, STALE_RUN_AGE, STALE_TEMP_AGE
 
 TOKEN_ENV = "MAPRED_TOKEN"  # noqa: S105 - no secret: tags every process of a run on a host
 LOCK_FILE = ".agent.lock"  # in a run dir: flocked by its live agent

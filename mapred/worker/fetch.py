@@ -28,7 +28,6 @@ from typing import Any
 from mapred.limits import FETCH_CONNECT_TIMEOUT, FETCH_TRIES
 from mapred.words import plural
 from mapred.worker.rsyncd import FETCH_TIMEOUT, PASSWORD_FILE, SHUFFLE_DIR
-from mapred.worker.workdir import CACHE_MAX_AGE as CACHE_MAX_AGE  # (re-exported: locality)
 from mapred.worker.workdir import WORKDIR_SUBDIRS as WORKDIR_SUBDIRS  # (re-exported: cli_hosts)
 
 HASH_CHUNK = 1 << 20

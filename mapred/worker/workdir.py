@@ -15,8 +15,6 @@ from __future__ import annotations
 import os
 import stat
 
-from mapred.limits import CACHE_MAX_AGE  # noqa: F401 - the agent and hosts check read it here
-
 KEEP_DIR = "keep"  # WORKDIR/keep/RUN_ID: committed map outputs of a run whose coordinator vanished
 WORKDIR_SUBDIRS = ("runs", "cache", "jobs", KEEP_DIR)  # checked like the workdir itself
 
